@@ -1,0 +1,135 @@
+"""Exceptions raised by the provider.
+
+Classes that also derive from ``AirflowFailException`` fail the task without Airflow retries:
+retrying cannot fix them (bad input, a rejected key, a request the API refuses).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+class VidgenError(AirflowException):
+    """Base class of every error raised by this provider."""
+
+
+class VidgenValidationError(VidgenError, AirflowFailException, ValueError):
+    """Parameters break a rule of the API; raised before any request is sent. Never retried."""
+
+    @classmethod
+    def from_pydantic(
+        cls, what: str, err: ValidationError, rules: dict[str, str] | None = None
+    ) -> VidgenValidationError:
+        """Turn a pydantic error into one message that names each parameter and the rule it breaks.
+
+        :param what: What was being validated (e.g. "Videos request").
+        :param err: The pydantic error.
+        :param rules: The API's rule for each parameter, quoted after its problem.
+        """
+        rules = rules or {}
+        lines = []
+        for item in err.errors(include_url=False):
+            names = [str(part) for part in item["loc"] if not isinstance(part, int)]
+            indexes = [f"[{part}]" for part in item["loc"] if isinstance(part, int)]
+            name = ".".join(names) + "".join(indexes)
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "missing":
+                message = "is required"
+            elif item["type"] == "extra_forbidden":
+                message = "is not a parameter of this API"
+            message = (
+                message.replace("Input should be", "must be")
+                .replace("String should have", "must have")
+                .replace("List should have", "must have")
+                .replace("Value should have", "must have")
+                .replace(" after validation", "")
+            )
+            got = "" if item["type"] == "missing" or not names else f" (got {_short(item.get('input'))})"
+            rule = rules.get(names[0]) if names else None
+            text = f"{name}: {message}{got}" if names else message
+            lines.append(text + (f" [rule: {rule}]" if rule else ""))
+        return cls(f"Invalid {what}: " + "; ".join(lines))
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class VidgenConfigError(VidgenError, AirflowFailException):
+    """The Airflow connection is unusable (no API key, clear-text URL to a remote host...)."""
+
+
+class VidgenAPIError(VidgenError):
+    """The API answered with an error.
+
+    :param message: What went wrong (never contains the API key).
+    :param status_code: HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class VidgenAuthError(VidgenAPIError, AirflowFailException):
+    """The API rejected the key (HTTP 401/403). Never retried."""
+
+
+class VidgenRequestRejectedError(VidgenAPIError, AirflowFailException):
+    """The API refused the request (HTTP 4xx other than 401/403/404/408/429). Never retried."""
+
+
+class VidgenNotFoundError(VidgenAPIError):
+    """The generation id is unknown to the API (HTTP 404 on the result endpoint)."""
+
+
+class VidgenTransientError(VidgenAPIError):
+    """A transient failure (connection, timeout, 429, 5xx) that outlived the hook's own retries."""
+
+
+class VidgenCreateOutcomeUnknownError(VidgenError):
+    """A create request may or may not have created (and billed) a task.
+
+    Raised after a read timeout, a dropped connection or a 5xx once the request was sent. The API
+    has no idempotency key, so the provider never resends such a request by itself.
+    """
+
+
+class VidgenGenerationFailedError(VidgenError):
+    """The generation ended with status ``failed``.
+
+    :param generation_id: The id of the failed generation.
+    :param api_error: The API's ``error`` text.
+    """
+
+    def __init__(self, generation_id: str, api_error: str | None) -> None:
+        super().__init__(
+            f"Generation {generation_id} failed: {api_error or 'the API gave no reason'}"
+        )
+        self.generation_id = generation_id
+        self.api_error = api_error
+
+
+class VidgenWaitTimeoutError(VidgenError):
+    """Waiting for a generation took longer than the allowed timeout.
+
+    :param generation_id: The id that was being waited on.
+    :param timeout: The timeout in seconds.
+    :param last_status: The last status seen.
+    """
+
+    def __init__(self, generation_id: str, timeout: float, last_status: str | None) -> None:
+        super().__init__(
+            f"Generation {generation_id} did not finish within {timeout:g}s "
+            f"(last status: {last_status or 'never read'}). It may still finish: wait for it with "
+            f"VideoGenerationSensor(generation_id={generation_id!r}) instead of creating a new one."
+        )
+        self.generation_id = generation_id
+        self.timeout = timeout
+        self.last_status = last_status

@@ -1,0 +1,281 @@
+"""Typed requests and results of the Videos and StarVideos APIs (pydantic v2).
+
+Request models check every rule of the API that a client can check before anything is sent.
+Python field names are snake_case; ``to_wire()`` produces the JSON body with the documented
+wire names (``lastFrameImage``, ``referenceImages``, ``referenceVideos``) and omits unset fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from airflow_provider_vidgen.exceptions import VidgenValidationError
+
+#: Statuses documented for the result endpoint. Anything else is "unknown" and never success.
+STATUS_QUEUED = "queued"
+STATUS_PROCESSING = "processing"
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
+IN_PROGRESS_STATUSES = frozenset({STATUS_QUEUED, STATUS_PROCESSING})
+TERMINAL_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED})
+
+VIDEOS_MODELS = ("videos", "videos_fast")
+STARVIDEOS_MODELS = ("starvideos_v3",)
+RATIOS = ("16:9", "9:16")
+RESOLUTIONS = ("720p",)
+VIDEOS_PROMPT_MAX_CHARS = 1500
+VIDEOS_DURATION_RANGE = (4, 15)
+STARVIDEOS_DURATION_RANGE = (3, 15)
+MAX_REFERENCE_IMAGES = 4
+MAX_REFERENCE_VIDEOS = 3
+MAX_STARVIDEOS_IMAGES = 2
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http(s) URL with a host")
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    # pydantic's lax int accepts True and 5.0; a duration is a whole number of seconds, given as
+    # an int or a string of digits (what Jinja renders), nothing else.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of seconds, not a boolean")
+    if isinstance(value, float):
+        raise ValueError("must be a whole number of seconds, not a float")
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped.lstrip("+-").isdigit():
+            raise ValueError("must be a whole number of seconds")
+        return int(stripped)
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _empty_list_is_none(value: Any) -> Any:
+    # An empty list means "no media": omit the field rather than send [].
+    if isinstance(value, (list, tuple)) and len(value) == 0:
+        return None
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+HttpUrlStr = Annotated[str, Field(strict=True), AfterValidator(_http_url)]
+Prompt = Annotated[str, Field(strict=True), AfterValidator(_non_empty)]
+Seconds = Annotated[int, BeforeValidator(_whole_number)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: Name used in error messages.
+    title: ClassVar[str]
+    #: The API's rule for each parameter, quoted in validation errors.
+    rules: ClassVar[dict[str, str]]
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the JSON body as the API expects it: documented names, unset fields omitted."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @classmethod
+    def build(cls, **params: Any) -> Any:
+        """Validate ``params`` and return the request; raise :class:`VidgenValidationError` otherwise."""
+        try:
+            return cls(**params)
+        except ValidationError as err:
+            raise VidgenValidationError.from_pydantic(cls.title, err, cls.rules) from None
+
+
+class VideosRequest(_Request):
+    """Body of ``POST /v1/videos/videos``.
+
+    :param model: ``videos`` (standard) or ``videos_fast`` (fast).
+    :param prompt: What to generate; non-empty, at most 1500 characters.
+    :param duration: Seconds of video, a whole number from 4 to 15.
+    :param ratio: ``16:9`` or ``9:16``.
+    :param resolution: ``720p`` (the only value today).
+    :param image: First-frame image URL; only together with ``last_frame_image``.
+    :param last_frame_image: Last-frame image URL; only together with ``image``.
+    :param reference_images: Up to 4 reference image URLs.
+    :param reference_videos: Up to 3 reference video URLs.
+    """
+
+    title = "Videos request"
+    rules = {
+        "model": "videos or videos_fast",
+        "prompt": f"non-empty, at most {VIDEOS_PROMPT_MAX_CHARS} characters",
+        "duration": f"whole seconds from {VIDEOS_DURATION_RANGE[0]} to {VIDEOS_DURATION_RANGE[1]}",
+        "ratio": "16:9 or 9:16",
+        "resolution": "720p",
+        "image": "http(s) URL; only together with last_frame_image",
+        "last_frame_image": "http(s) URL; only together with image",
+        "reference_images": f"at most {MAX_REFERENCE_IMAGES} http(s) URLs",
+        "reference_videos": f"at most {MAX_REFERENCE_VIDEOS} http(s) URLs",
+    }
+
+    model: Literal["videos", "videos_fast"]
+    prompt: Annotated[Prompt, Field(max_length=VIDEOS_PROMPT_MAX_CHARS)]
+    duration: Annotated[Seconds, Field(ge=VIDEOS_DURATION_RANGE[0], le=VIDEOS_DURATION_RANGE[1])]
+    ratio: Literal["16:9", "9:16"] | None = None
+    resolution: Literal["720p"] | None = None
+    image: HttpUrlStr | None = None
+    last_frame_image: HttpUrlStr | None = Field(default=None, serialization_alias="lastFrameImage")
+    reference_images: Annotated[
+        list[HttpUrlStr] | None,
+        BeforeValidator(_empty_list_is_none),
+        Field(max_length=MAX_REFERENCE_IMAGES, serialization_alias="referenceImages"),
+    ] = None
+    reference_videos: Annotated[
+        list[HttpUrlStr] | None,
+        BeforeValidator(_empty_list_is_none),
+        Field(max_length=MAX_REFERENCE_VIDEOS, serialization_alias="referenceVideos"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> VideosRequest:
+        if (self.image is None) != (self.last_frame_image is None):
+            raise ValueError(
+                "image and last_frame_image: first/last frame mode needs both or neither "
+                f"(got only {'image' if self.image is not None else 'last_frame_image'})"
+            )
+        if self.image is not None and (self.reference_images or self.reference_videos):
+            raise ValueError(
+                "image/last_frame_image cannot be combined with reference_images or reference_videos "
+                "(first/last frame mode excludes reference material mode)"
+            )
+        return self
+
+    @property
+    def mode(self) -> str:
+        """The generation mode these parameters select."""
+        if self.image is not None:
+            return "first-last-frame"
+        if self.reference_images or self.reference_videos:
+            return "reference"
+        return "text-to-video"
+
+    def summary(self) -> str:
+        """One log line describing the request; no secrets, no full prompt."""
+        parts = [
+            f"model={self.model}",
+            f"mode={self.mode}",
+            f"duration={self.duration}s",
+            f"ratio={self.ratio or '16:9'}",
+            f"resolution={self.resolution or '720p'}",
+        ]
+        if self.reference_images:
+            parts.append(f"reference_images={len(self.reference_images)}")
+        if self.reference_videos:
+            parts.append(f"reference_videos={len(self.reference_videos)}")
+        parts.append(f"prompt_chars={len(self.prompt)}")
+        return " ".join(parts)
+
+
+class StarVideosRequest(_Request):
+    """Body of ``POST /v1/starvideos/videos``.
+
+    :param model: ``starvideos_v3`` (the only value today).
+    :param prompt: What to generate; non-empty.
+    :param duration: Seconds of video, a whole number from 3 to 15 (API default 5).
+    :param ratio: ``16:9`` or ``9:16``.
+    :param images: 0 images: text-to-video; 1: single image; 2: first/last frame. More is an error
+        (the server would silently ignore the rest).
+    """
+
+    title = "StarVideos request"
+    rules = {
+        "model": "starvideos_v3",
+        "prompt": "non-empty",
+        "duration": f"whole seconds from {STARVIDEOS_DURATION_RANGE[0]} to {STARVIDEOS_DURATION_RANGE[1]}",
+        "ratio": "16:9 or 9:16",
+        "images": f"at most {MAX_STARVIDEOS_IMAGES} http(s) URLs (0: text, 1: single image, 2: first/last frame)",
+    }
+
+    model: Literal["starvideos_v3"]
+    prompt: Prompt
+    duration: (
+        Annotated[Seconds, Field(ge=STARVIDEOS_DURATION_RANGE[0], le=STARVIDEOS_DURATION_RANGE[1])] | None
+    ) = None
+    ratio: Literal["16:9", "9:16"] | None = None
+    images: Annotated[
+        list[HttpUrlStr] | None,
+        BeforeValidator(_empty_list_is_none),
+        Field(max_length=MAX_STARVIDEOS_IMAGES),
+    ] = None
+
+    @property
+    def mode(self) -> str:
+        """The generation mode these parameters select."""
+        return {0: "text-to-video", 1: "single-image", 2: "first-last-frame"}[len(self.images or [])]
+
+    def summary(self) -> str:
+        """One log line describing the request; no secrets, no full prompt."""
+        return (
+            f"model={self.model} mode={self.mode} duration={self.duration or 5}s "
+            f"ratio={self.ratio or '16:9'} prompt_chars={len(self.prompt)}"
+        )
+
+
+class GenerationResult(BaseModel):
+    """Answer of ``GET /v1/result/{id}``.
+
+    ``status`` is kept as the API sent it; only ``completed`` counts as success and only
+    ``failed`` as failure. Unknown extra fields are tolerated and ignored.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    id: str
+    status: str
+    object: str | None = None
+    created: int | None = None
+    model: str | None = None
+    video_url: str | None = None
+    actual_duration: float | None = Field(default=None, alias="actualDuration")
+    error: str | None = None
+
+    @property
+    def is_completed(self) -> bool:
+        """True only for the documented ``completed`` status."""
+        return self.status == STATUS_COMPLETED
+
+    @property
+    def is_failed(self) -> bool:
+        """True only for the documented ``failed`` status."""
+        return self.status == STATUS_FAILED
+
+    @property
+    def is_known_status(self) -> bool:
+        """Whether ``status`` is one of the four documented values."""
+        return self.status in IN_PROGRESS_STATUSES or self.status in TERMINAL_STATUSES
+
+    def to_xcom(self) -> dict[str, Any]:
+        """JSON-safe dict pushed to XCom: ``id, status, model, created, video_url, actual_duration, error``."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "model": self.model,
+            "created": self.created,
+            "video_url": self.video_url,
+            "actual_duration": self.actual_duration,
+            "error": self.error,
+        }

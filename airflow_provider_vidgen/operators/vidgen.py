@@ -1,0 +1,239 @@
+"""Operators that create Videos and StarVideos generations (and optionally wait for them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, wait_for_generation
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+#: XCom keys pushed by the create operators (besides ``return_value``, the generation id).
+XCOM_GENERATION_ID = "generation_id"
+XCOM_VIDEO_URL = "video_url"
+XCOM_ACTUAL_DURATION = "actual_duration"
+
+DEFAULT_POLL_INTERVAL = 30.0
+DEFAULT_TIMEOUT = timedelta(hours=1)
+
+
+def _seconds(value: float | timedelta, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+def _is_templated(value: Any) -> bool:
+    """Whether ``value`` will only be known after rendering (Jinja text or an XComArg...)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, (list, tuple)):
+        return any(_is_templated(item) for item in value)
+    return True
+
+
+class _VidgenCreateOperator(BaseOperator):
+    """Shared behaviour of the create operators: validate, create, push the id, optionally wait.
+
+    Subclasses set ``request_class`` and ``request_fields`` (the operator attributes that make up
+    the request, named as the request model's fields).
+    """
+
+    request_class: ClassVar[type[VideosRequest] | type[StarVideosRequest]]
+    request_fields: ClassVar[tuple[str, ...]]
+    family: ClassVar[str]
+    ui_color = "#f3e5f5"
+
+    def __init__(
+        self,
+        *,
+        vidgen_conn_id: str = VidgenHook.default_conn_name,
+        wait_for_completion: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vidgen_conn_id = vidgen_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        self.timeout = _seconds(timeout, "timeout")
+        self.max_consecutive_failures = max_consecutive_failures
+
+    def _validate_if_static(self) -> None:
+        # With no Jinja and no XComArg among the request's fields, a bad value is a DAG import error.
+        if not any(_is_templated(getattr(self, name)) for name in self.request_fields):
+            self.build_request()
+
+    def build_request(self) -> VideosRequest | StarVideosRequest:
+        """Validate the (rendered) parameters into the request model.
+
+        :raises VidgenValidationError: a parameter breaks a rule of the API (no request is sent).
+        """
+        return self.request_class.build(**{name: getattr(self, name) for name in self.request_fields})
+
+    @cached_property
+    def hook(self) -> VidgenHook:
+        """The hook for ``vidgen_conn_id`` (created after templates are rendered)."""
+        return VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
+
+    def execute(self, context: Context) -> str:
+        request = self.build_request()
+        self.log.info("Creating %s generation: %s", self.family, request.summary())
+        generation_id = self.hook.create(request)
+        # Pushed before any waiting, so the id survives a later failure of this task.
+        context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
+        self.log.info("Created %s generation %s", self.family, generation_id)
+        if self.wait_for_completion:
+            result = wait_for_generation(
+                self.hook.get_result,
+                generation_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                max_consecutive_failures=self.max_consecutive_failures,
+                log=self.log,
+            )
+            self._push_result(context, result)
+        return generation_id
+
+    def _push_result(self, context: Context, result: GenerationResult) -> None:
+        context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=result.video_url)
+        context["ti"].xcom_push(key=XCOM_ACTUAL_DURATION, value=result.actual_duration)
+        self.log.info(
+            "Generation %s completed: %s s of video at %s", result.id, result.actual_duration, result.video_url
+        )
+
+
+class VideosCreateOperator(_VidgenCreateOperator):
+    """Create a Videos generation; push its id; optionally wait for it.
+
+    XCom: ``return_value`` and ``generation_id`` = the generation id (``projectId``), pushed right
+    after creation; with ``wait_for_completion``, also ``video_url`` and ``actual_duration``.
+
+    :param prompt: What to generate; non-empty, at most 1500 characters. Templated.
+    :param duration: Seconds of video, 4 to 15. Templated.
+    :param model: ``videos`` (standard) or ``videos_fast``.
+    :param ratio: ``16:9`` or ``9:16``.
+    :param resolution: ``720p``.
+    :param image: First-frame image URL (with ``last_frame_image``). Templated.
+    :param last_frame_image: Last-frame image URL (with ``image``). Templated.
+    :param reference_images: Up to 4 reference image URLs. Templated.
+    :param reference_videos: Up to 3 reference video URLs. Templated.
+    :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
+    :param wait_for_completion: Wait until the generation is ``completed`` (or fail if ``failed``).
+    :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
+    :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
+    :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "duration",
+        "image",
+        "last_frame_image",
+        "reference_images",
+        "reference_videos",
+        "vidgen_conn_id",
+    )
+    request_class = VideosRequest
+    request_fields = (
+        "model",
+        "prompt",
+        "duration",
+        "ratio",
+        "resolution",
+        "image",
+        "last_frame_image",
+        "reference_images",
+        "reference_videos",
+    )
+    family = "Videos"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        duration: int | str,
+        model: str = "videos",
+        ratio: str = "16:9",
+        resolution: str = "720p",
+        image: str | None = None,
+        last_frame_image: str | None = None,
+        reference_images: list[str] | None = None,
+        reference_videos: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.duration = duration
+        self.model = model
+        self.ratio = ratio
+        self.resolution = resolution
+        self.image = image
+        self.last_frame_image = last_frame_image
+        self.reference_images = reference_images
+        self.reference_videos = reference_videos
+        self._validate_if_static()
+
+
+class StarVideosCreateOperator(_VidgenCreateOperator):
+    """Create a StarVideos generation; push its id; optionally wait for it.
+
+    XCom: as :class:`VideosCreateOperator`.
+
+    :param prompt: What to generate; non-empty. Templated.
+    :param duration: Seconds of video, 3 to 15 (default 5). Templated.
+    :param model: ``starvideos_v3``.
+    :param ratio: ``16:9`` or ``9:16``.
+    :param images: 0 (text-to-video), 1 (single image) or 2 (first/last frame) image URLs; more is
+        an error. Templated.
+    :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
+    :param wait_for_completion: Wait until the generation is ``completed`` (or fail if ``failed``).
+    :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
+    :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
+    :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
+    """
+
+    template_fields: Sequence[str] = ("prompt", "duration", "images", "vidgen_conn_id")
+    request_class = StarVideosRequest
+    request_fields = ("model", "prompt", "duration", "ratio", "images")
+    family = "StarVideos"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        duration: int | str = 5,
+        model: str = "starvideos_v3",
+        ratio: str = "16:9",
+        images: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.duration = duration
+        self.model = model
+        self.ratio = ratio
+        self.images = images
+        self._validate_if_static()
+
+
+__all__ = [
+    "XCOM_ACTUAL_DURATION",
+    "XCOM_GENERATION_ID",
+    "XCOM_VIDEO_URL",
+    "StarVideosCreateOperator",
+    "VideosCreateOperator",
+]

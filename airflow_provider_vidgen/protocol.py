@@ -1,0 +1,166 @@
+"""The wire protocol of the API, free of any HTTP client.
+
+Everything here is a pure function of a status code, headers and body text, so the synchronous
+hook (requests) and the asynchronous trigger (aiohttp) read answers the same way and classify
+failures the same way.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from airflow_provider_vidgen.exceptions import (
+    VidgenAPIError,
+    VidgenAuthError,
+    VidgenNotFoundError,
+    VidgenRequestRejectedError,
+    VidgenTransientError,
+    VidgenValidationError,
+)
+from airflow_provider_vidgen.models import GenerationResult
+
+VIDEOS_CREATE_PATH = "/v1/videos/videos"
+STARVIDEOS_CREATE_PATH = "/v1/starvideos/videos"
+RESULT_PATH = "/v1/result/{id}"
+
+#: HTTP statuses after which a request may be sent again: the server did not act on it (429, 408)
+#: or, for reads only, the failure is likely to pass (5xx).
+RATE_LIMITED = 429
+REQUEST_TIMEOUT = 408
+BODY_EXCERPT_CHARS = 300
+
+
+def result_path(generation_id: str) -> str:
+    """Path of the result endpoint for ``generation_id`` (percent-encoded)."""
+    if not isinstance(generation_id, str) or not generation_id.strip():
+        raise VidgenValidationError(f"generation_id: must be a non-empty string (got {generation_id!r})")
+    return RESULT_PATH.format(id=quote(generation_id.strip(), safe=""))
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Replace every occurrence of ``secret`` in ``text``."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def excerpt(body: str, secret: str | None = None, limit: int = BODY_EXCERPT_CHARS) -> str:
+    """A short, single-line, secret-free excerpt of a response body for error messages."""
+    flat = " ".join(redact(body, secret).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    """Delay before retry number ``attempt`` (1-based): full-jitter exponential backoff.
+
+    A ``Retry-After`` from the server is a floor: the delay is never shorter than what it asked for.
+    """
+    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    delay = (rng or random).uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def _json(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def error_for_status(status: int, body: str, what: str, secret: str | None) -> VidgenAPIError:
+    """The exception for an HTTP error answer (status >= 400) to request ``what``."""
+    detail = f"{what}: HTTP {status}: {excerpt(body, secret)}"
+    if status in (401, 403):
+        return VidgenAuthError(
+            f"{detail} - the API key was rejected; check the connection's password (API key)", status
+        )
+    if status == 404:
+        return VidgenNotFoundError(detail, status)
+    if status in (RATE_LIMITED, REQUEST_TIMEOUT) or status >= 500:
+        return VidgenTransientError(detail, status)
+    return VidgenRequestRejectedError(detail, status)
+
+
+def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str | None) -> VidgenAPIError:
+    msg = payload.get("msg") or "no reason given"
+    return VidgenAPIError(
+        f"{what}: API error code {payload.get('code')!r}: {excerpt(str(msg), secret)}", status
+    )
+
+
+def parse_videos_create(status: int, body: str, secret: str | None) -> str:
+    """The ``projectId`` of a successful Videos create answer (HTTP 2xx, envelope ``code`` "0")."""
+    what = f"POST {VIDEOS_CREATE_PATH}"
+    payload = _json(body)
+    if not isinstance(payload, dict) or "code" not in payload:
+        raise VidgenAPIError(f"{what}: answer is not the documented envelope: {excerpt(body, secret)}", status)
+    if str(payload.get("code")) != "0":
+        raise _envelope_error(payload, what, status, secret)
+    data = payload.get("data")
+    project_id = data.get("projectId") if isinstance(data, dict) else None
+    if not isinstance(project_id, str) or not project_id:
+        raise VidgenAPIError(f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status)
+    return project_id
+
+
+def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
+    """The ``id`` of a successful StarVideos create answer (a flat object)."""
+    what = f"POST {STARVIDEOS_CREATE_PATH}"
+    payload = _json(body)
+    if isinstance(payload, dict) and "code" in payload and str(payload.get("code")) != "0":
+        raise _envelope_error(payload, what, status, secret)
+    task_id = payload.get("id") if isinstance(payload, dict) else None
+    if not isinstance(task_id, str) or not task_id:
+        raise VidgenAPIError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
+    return task_id
+
+
+def parse_result(status: int, body: str, generation_id: str, secret: str | None) -> GenerationResult:
+    """A :class:`GenerationResult` from a 2xx answer of the result endpoint.
+
+    Accepts the documented flat object and, defensively, the same object wrapped in the
+    ``{code, msg, data}`` envelope (a non-"0" code is an error).
+    """
+    what = f"GET {result_path(generation_id)}"
+    payload = _json(body)
+    if isinstance(payload, dict) and "status" not in payload and "code" in payload:
+        if str(payload.get("code")) != "0":
+            raise _envelope_error(payload, what, status, secret)
+        payload = payload.get("data")
+    if not isinstance(payload, dict):
+        # Malformed JSON from a healthy-looking 2xx is treated as passing trouble.
+        raise VidgenTransientError(f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status)
+    try:
+        return GenerationResult.model_validate(payload)
+    except ValidationError as err:
+        raise VidgenTransientError(
+            f"{what}: answer lacks required fields ({err.error_count()} problems): {excerpt(body, secret)}",
+            status,
+        ) from None
