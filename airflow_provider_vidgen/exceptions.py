@@ -93,6 +93,10 @@ class VidgenTransientError(VidgenAPIError):
     """A transient failure (connection, timeout, 429, 5xx) that outlived the hook's own retries."""
 
 
+class VidgenMalformedResponseError(VidgenTransientError):
+    """A 2xx answer that does not have the documented shape (not JSON, fields missing)."""
+
+
 class VidgenCreateOutcomeUnknownError(VidgenError):
     """A create request may or may not have created (and billed) a task.
 

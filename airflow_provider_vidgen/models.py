@@ -140,15 +140,13 @@ class VideosRequest(_Request):
     image: HttpUrlStr | None = None
     last_frame_image: HttpUrlStr | None = Field(default=None, serialization_alias="lastFrameImage")
     reference_images: Annotated[
-        list[HttpUrlStr] | None,
+        Annotated[list[HttpUrlStr], Field(max_length=MAX_REFERENCE_IMAGES)] | None,
         BeforeValidator(_empty_list_is_none),
-        Field(max_length=MAX_REFERENCE_IMAGES, serialization_alias="referenceImages"),
-    ] = None
+    ] = Field(default=None, serialization_alias="referenceImages")
     reference_videos: Annotated[
-        list[HttpUrlStr] | None,
+        Annotated[list[HttpUrlStr], Field(max_length=MAX_REFERENCE_VIDEOS)] | None,
         BeforeValidator(_empty_list_is_none),
-        Field(max_length=MAX_REFERENCE_VIDEOS, serialization_alias="referenceVideos"),
-    ] = None
+    ] = Field(default=None, serialization_alias="referenceVideos")
 
     @model_validator(mode="after")
     def _check_modes(self) -> VideosRequest:
@@ -217,9 +215,8 @@ class StarVideosRequest(_Request):
     ) = None
     ratio: Literal["16:9", "9:16"] | None = None
     images: Annotated[
-        list[HttpUrlStr] | None,
+        Annotated[list[HttpUrlStr], Field(max_length=MAX_STARVIDEOS_IMAGES)] | None,
         BeforeValidator(_empty_list_is_none),
-        Field(max_length=MAX_STARVIDEOS_IMAGES),
     ] = None
 
     @property

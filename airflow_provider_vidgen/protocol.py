@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
+    VidgenMalformedResponseError,
     VidgenNotFoundError,
     VidgenRequestRejectedError,
     VidgenTransientError,
@@ -120,13 +121,17 @@ def parse_videos_create(status: int, body: str, secret: str | None) -> str:
     what = f"POST {VIDEOS_CREATE_PATH}"
     payload = _json(body)
     if not isinstance(payload, dict) or "code" not in payload:
-        raise VidgenAPIError(f"{what}: answer is not the documented envelope: {excerpt(body, secret)}", status)
+        raise VidgenMalformedResponseError(
+            f"{what}: answer is not the documented envelope: {excerpt(body, secret)}", status
+        )
     if str(payload.get("code")) != "0":
         raise _envelope_error(payload, what, status, secret)
     data = payload.get("data")
     project_id = data.get("projectId") if isinstance(data, dict) else None
     if not isinstance(project_id, str) or not project_id:
-        raise VidgenAPIError(f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status)
+        raise VidgenMalformedResponseError(
+            f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status
+        )
     return project_id
 
 
@@ -138,7 +143,7 @@ def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
         raise _envelope_error(payload, what, status, secret)
     task_id = payload.get("id") if isinstance(payload, dict) else None
     if not isinstance(task_id, str) or not task_id:
-        raise VidgenAPIError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
+        raise VidgenMalformedResponseError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
     return task_id
 
 
@@ -155,12 +160,13 @@ def parse_result(status: int, body: str, generation_id: str, secret: str | None)
             raise _envelope_error(payload, what, status, secret)
         payload = payload.get("data")
     if not isinstance(payload, dict):
-        # Malformed JSON from a healthy-looking 2xx is treated as passing trouble.
-        raise VidgenTransientError(f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status)
+        raise VidgenMalformedResponseError(
+            f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status
+        )
     try:
         return GenerationResult.model_validate(payload)
     except ValidationError as err:
-        raise VidgenTransientError(
+        raise VidgenMalformedResponseError(
             f"{what}: answer lacks required fields ({err.error_count()} problems): {excerpt(body, secret)}",
             status,
         ) from None

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+from typing import TypeVar
+
 import requests
 import urllib3.exceptions
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
@@ -18,10 +20,13 @@ from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
     VidgenCreateOutcomeUnknownError,
+    VidgenMalformedResponseError,
     VidgenNotFoundError,
     VidgenTransientError,
 )
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+
+T = TypeVar("T")
 
 #: Id used by ``test_connection``: reading its result never creates or bills anything.
 PROBE_GENERATION_ID = "airflow-provider-vidgen-connection-test"
@@ -117,16 +122,22 @@ class VidgenHook(BaseHook):
 
         :param request: The validated request.
         """
-        response = self._request("POST", protocol.VIDEOS_CREATE_PATH, json=request.to_wire(), create=True)
-        return protocol.parse_videos_create(response.status_code, response.text, self.settings.api_key)
+        return self._request(
+            "POST", protocol.VIDEOS_CREATE_PATH, protocol.parse_videos_create, json=request.to_wire(), create=True
+        )
 
     def create_starvideos(self, request: StarVideosRequest) -> str:
         """Create a StarVideos generation task (billed) and return its generation id.
 
         :param request: The validated request.
         """
-        response = self._request("POST", protocol.STARVIDEOS_CREATE_PATH, json=request.to_wire(), create=True)
-        return protocol.parse_starvideos_create(response.status_code, response.text, self.settings.api_key)
+        return self._request(
+            "POST",
+            protocol.STARVIDEOS_CREATE_PATH,
+            protocol.parse_starvideos_create,
+            json=request.to_wire(),
+            create=True,
+        )
 
     def create(self, request: VideosRequest | StarVideosRequest) -> str:
         """Create a generation of the family ``request`` belongs to; return its id.
@@ -144,8 +155,11 @@ class VidgenHook(BaseHook):
 
         :param generation_id: ``projectId`` of a Videos create or ``id`` of a StarVideos create.
         """
-        response = self._request("GET", protocol.result_path(generation_id))
-        return protocol.parse_result(response.status_code, response.text, generation_id, self.settings.api_key)
+        return self._request(
+            "GET",
+            protocol.result_path(generation_id),
+            lambda status, body, secret: protocol.parse_result(status, body, generation_id, secret),
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the base URL and key without creating (billing) anything.
@@ -175,11 +189,20 @@ class VidgenHook(BaseHook):
         except Exception:
             return None
 
-    def _request(self, method: str, path: str, *, json: Any = None, create: bool = False) -> requests.Response:
-        """Send one request with the retry policy; return the 2xx response or raise.
+    def _request(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[int, str, str], T],
+        *,
+        json: Any = None,
+        create: bool = False,
+    ) -> T:
+        """Send a request with the retry policy; return ``parse(status, body, key)`` of the 2xx answer.
 
-        Reads are retried after any transient failure. A create is retried only when it provably
-        created nothing (no connection made, or 408/429); otherwise its outcome is unknown.
+        Reads are retried after any transient failure (including a malformed answer). A create is
+        retried only when it provably created nothing (no connection made, or 408/429); otherwise
+        its outcome is unknown.
         """
         settings = self.settings
         what = f"{method} {path}"
@@ -191,7 +214,7 @@ class VidgenHook(BaseHook):
             reraise=False,
         )
         try:
-            return retrying(self._send_once, method, path, json, create)
+            return retrying(self._send_once, method, path, parse, json, create)
         except RetryError as err:
             last = err.last_attempt.exception()
             attempts = err.last_attempt.attempt_number
@@ -200,7 +223,7 @@ class VidgenHook(BaseHook):
                 getattr(last, "status_code", None),
             ) from None
 
-    def _send_once(self, method: str, path: str, json: Any, create: bool) -> requests.Response:
+    def _send_once(self, method: str, path: str, parse: Callable[[int, str, str], T], json: Any, create: bool) -> T:
         settings = self.settings
         url = settings.base_url + path
         what = f"{method} {path}"
@@ -215,7 +238,13 @@ class VidgenHook(BaseHook):
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason)) from None
         status = response.status_code
         if status < 400:
-            return response
+            try:
+                return parse(status, response.text, settings.api_key)
+            except VidgenMalformedResponseError as err:
+                if create:
+                    # A 2xx we cannot read may still have created the task.
+                    raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(err))) from None
+                raise _Retry(str(err), status) from None
         error = protocol.error_for_status(status, response.text, what, settings.api_key)
         if status in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):
             raise _Retry(str(error), status, protocol.parse_retry_after(response.headers.get("Retry-After")))

@@ -1,0 +1,120 @@
+"""Response parsing and retry arithmetic shared by the hook and the trigger."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from email.utils import formatdate
+
+import pytest
+
+from airflow_provider_vidgen import protocol
+from airflow_provider_vidgen.exceptions import (
+    VidgenAPIError,
+    VidgenAuthError,
+    VidgenNotFoundError,
+    VidgenRequestRejectedError,
+    VidgenTransientError,
+    VidgenValidationError,
+)
+
+
+def test_videos_create_success() -> None:
+    body = json.dumps({"code": "0", "msg": None, "data": {"projectId": "proj_1"}})
+    assert protocol.parse_videos_create(200, body, None) == "proj_1"
+
+
+@pytest.mark.parametrize("code", ["1", "400", 500, "E_QUOTA"])
+def test_videos_create_nonzero_code_is_an_error_even_with_http_200(code: object) -> None:
+    body = json.dumps({"code": code, "msg": "insufficient balance", "data": None})
+    with pytest.raises(VidgenAPIError, match="insufficient balance") as info:
+        protocol.parse_videos_create(200, body, None)
+    assert str(code) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "body", ["not json", "[]", json.dumps({"code": "0", "data": {}}), json.dumps({"projectId": "x"})]
+)
+def test_videos_create_malformed(body: str) -> None:
+    with pytest.raises(VidgenAPIError):
+        protocol.parse_videos_create(200, body, None)
+
+
+def test_starvideos_create() -> None:
+    body = json.dumps({"id": "video_starvideos_1", "object": "video", "status": "queued", "new": 1})
+    assert protocol.parse_starvideos_create(200, body, None) == "video_starvideos_1"
+    with pytest.raises(VidgenAPIError, match="no id"):
+        protocol.parse_starvideos_create(200, "{}", None)
+    with pytest.raises(VidgenAPIError, match="busy"):
+        protocol.parse_starvideos_create(200, json.dumps({"code": "7", "msg": "busy", "data": None}), None)
+
+
+def test_result_flat_and_enveloped() -> None:
+    flat = {"id": "p", "status": "processing", "video_url": None, "error": None}
+    assert protocol.parse_result(200, json.dumps(flat), "p", None).status == "processing"
+    wrapped = {"code": "0", "msg": None, "data": flat}
+    assert protocol.parse_result(200, json.dumps(wrapped), "p", None).status == "processing"
+    with pytest.raises(VidgenAPIError, match="nope"):
+        protocol.parse_result(200, json.dumps({"code": "9", "msg": "nope", "data": None}), "p", None)
+
+
+@pytest.mark.parametrize("body", ["{not json", "[1]", json.dumps({"id": "p"})])
+def test_result_malformed_is_transient(body: str) -> None:
+    with pytest.raises(VidgenTransientError):
+        protocol.parse_result(200, body, "p", None)
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (401, VidgenAuthError),
+        (403, VidgenAuthError),
+        (404, VidgenNotFoundError),
+        (400, VidgenRequestRejectedError),
+        (422, VidgenRequestRejectedError),
+        (408, VidgenTransientError),
+        (429, VidgenTransientError),
+        (500, VidgenTransientError),
+        (503, VidgenTransientError),
+    ],
+)
+def test_error_for_status(status: int, cls: type) -> None:
+    error = protocol.error_for_status(status, '{"msg": "x"}', "GET /v1/result/p", None)
+    assert type(error) is cls
+    assert f"HTTP {status}" in str(error)
+    assert error.status_code == status
+
+
+def test_error_messages_never_carry_the_key_and_are_short() -> None:
+    body = "echo: Authorization: Bearer sk-live-123 " + "x" * 1000
+    error = protocol.error_for_status(500, body, "POST /v1/videos/videos", "sk-live-123")
+    assert "sk-live-123" not in str(error)
+    assert len(str(error)) < 400
+
+
+def test_result_path_encodes_and_rejects_empty() -> None:
+    assert protocol.result_path("proj_1") == "/v1/result/proj_1"
+    assert protocol.result_path("a/b?c") == "/v1/result/a%2Fb%3Fc"
+    with pytest.raises(VidgenValidationError):
+        protocol.result_path(" ")
+
+
+def test_parse_retry_after() -> None:
+    assert protocol.parse_retry_after("7") == 7
+    assert protocol.parse_retry_after("0.5") == 0.5
+    assert protocol.parse_retry_after(None) is None
+    assert protocol.parse_retry_after("soon") is None
+    now = time.time()
+    assert 9 <= protocol.parse_retry_after(formatdate(now + 10, usegmt=True), now=now) <= 10  # type: ignore[operator]
+    assert protocol.parse_retry_after(formatdate(now - 100, usegmt=True), now=now) == 0
+
+
+def test_backoff_grows_is_capped_jittered_and_honours_retry_after() -> None:
+    rng = random.Random(1)
+    delays = [protocol.backoff_delay(n, 1.0, 8.0, rng=rng) for n in range(1, 8)]
+    for attempt, delay in enumerate(delays, start=1):
+        ceiling = min(8.0, 2 ** (attempt - 1))
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jitter: no two alike
+    assert protocol.backoff_delay(1, 1.0, 8.0, retry_after=30) == 30

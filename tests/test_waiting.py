@@ -1,0 +1,143 @@
+"""WaitTracker / wait_for_generation: decisions, failure budget, timeout, status-change logging."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from airflow_provider_vidgen.exceptions import (
+    VidgenAuthError,
+    VidgenGenerationFailedError,
+    VidgenNotFoundError,
+    VidgenTransientError,
+    VidgenWaitTimeoutError,
+)
+from airflow_provider_vidgen.models import GenerationResult
+from airflow_provider_vidgen.waiting import WaitTracker, wait_for_generation
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def result(status: str, **kw: object) -> GenerationResult:
+    return GenerationResult(id="g1", status=status, **kw)  # type: ignore[arg-type]
+
+
+def script(*outcomes: object):  # type: ignore[no-untyped-def]
+    items = list(outcomes)
+
+    def get_result(generation_id: str) -> GenerationResult:
+        assert generation_id == "g1"
+        item = items.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item  # type: ignore[return-value]
+
+    return get_result
+
+
+DONE = result("completed", video_url="https://cdn/v.mp4", actualDuration=5)
+
+
+def test_waits_through_statuses_and_returns_completed(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    caplog.set_level(logging.INFO)
+    got = wait_for_generation(
+        script(result("queued"), result("queued"), result("processing"), result("processing"), DONE),
+        "g1",
+        poll_interval=30,
+        timeout=3600,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert got is DONE
+    assert clock.sleeps == [30, 30, 30, 30]
+    changes = [r.getMessage() for r in caplog.records if "Generation g1" in r.getMessage()]
+    # Logged on change only, with elapsed time.
+    assert changes == [
+        "Generation g1 is queued (0.0s)",
+        "Generation g1: queued -> processing after 60.0s",
+        "Generation g1: processing -> completed after 120.0s",
+    ]
+
+
+def test_failed_raises_with_api_error_and_id() -> None:
+    clock = FakeClock()
+    with pytest.raises(VidgenGenerationFailedError, match="g1 failed: policy") as info:
+        wait_for_generation(
+            script(result("processing"), result("failed", error="policy")),
+            "g1",
+            poll_interval=5,
+            timeout=100,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    assert info.value.generation_id == "g1"
+    assert info.value.api_error == "policy"
+
+
+def test_timeout_names_the_id_and_last_status() -> None:
+    clock = FakeClock()
+    with pytest.raises(VidgenWaitTimeoutError, match=r"g1 did not finish within 100s \(last status: processing\)"):
+        wait_for_generation(
+            script(*[result("processing")] * 10), "g1", poll_interval=30, timeout=100, sleep=clock.sleep, clock=clock
+        )
+    assert clock.sleeps == [30, 30, 30, 10]  # the last sleep is cut to the deadline, then one last read
+
+
+def test_transient_errors_within_budget_keep_waiting() -> None:
+    clock = FakeClock()
+    flaky = VidgenTransientError("HTTP 503")
+    got = wait_for_generation(
+        script(flaky, flaky, result("processing"), flaky, flaky, DONE),
+        "g1",
+        poll_interval=1,
+        timeout=100,
+        max_consecutive_failures=2,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert got is DONE
+
+
+def test_budget_of_consecutive_failures_spent() -> None:
+    clock = FakeClock()
+    flaky = VidgenTransientError("HTTP 503")
+    with pytest.raises(VidgenTransientError, match="after 3 consecutive failed polls"):
+        wait_for_generation(
+            script(flaky, flaky, flaky), "g1", poll_interval=1, timeout=100, max_consecutive_failures=2,
+            sleep=clock.sleep, clock=clock,
+        )
+
+
+@pytest.mark.parametrize("error", [VidgenAuthError("HTTP 401", 401), VidgenNotFoundError("HTTP 404", 404)])
+def test_fatal_errors_end_the_wait_at_once(error: Exception) -> None:
+    clock = FakeClock()
+    with pytest.raises(type(error)):
+        wait_for_generation(script(error), "g1", poll_interval=1, timeout=100, sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == []
+
+
+def test_unknown_status_is_not_success_and_keeps_waiting(caplog: pytest.LogCaptureFixture) -> None:
+    tracker = WaitTracker("g1")
+    assert tracker.on_result(result("succeeded", video_url="https://cdn/v.mp4")) is None
+    assert tracker.on_result(result("COMPLETED", video_url="https://cdn/v.mp4")) is None
+    assert "not documented" in caplog.text
+
+
+def test_completed_without_url_is_not_success() -> None:
+    tracker = WaitTracker("g1", max_consecutive_failures=1)
+    assert tracker.on_result(result("completed")) is None
+    with pytest.raises(VidgenTransientError, match="no video_url"):
+        tracker.on_result(result("completed"))
