@@ -1,0 +1,186 @@
+"""End to end: the example DAGs run with ``airflow dags test`` (embedded Airflow, SQLite) against the emulator.
+
+Asserts the run's XComs (read from the metadata database) and the requests the emulator received.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_vidgen.testing import Emulator, Timeline
+from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
+from tests.conftest import conn_json
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+SECRET_KEY = "sk-e2e-SECRET-9f8e7d6c"
+ALL_DAGS = [
+    "example_vidgen_text_to_video",
+    "example_vidgen_first_last_frame",
+    "example_vidgen_references",
+    "example_starvideos",
+    "example_vidgen_mapped",
+    "example_vidgen_daily",
+]
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    run_id: str
+    state: str
+    xcom: dict[tuple[str, int, str], Any]
+    tasks: dict[tuple[str, int], tuple[str, int]]
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return home
+
+
+@pytest.fixture
+def dags_test(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore[no-untyped-def]
+    emulator = vidgen_emulator
+    emulator.api_key = SECRET_KEY
+
+    def run(dag_id: str, logical_date: str = "2026-03-04", **env_extra: str) -> Run:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_VIDGEN_DEFAULT": conn_json(emulator),
+            "VIDGEN_EXAMPLE_POLL_INTERVAL": "0.2",
+            **env_extra,
+        }
+        env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        done = subprocess.run(
+            [AIRFLOW, "dags", "test", dag_id, logical_date],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        db = airflow_home / "airflow.db"
+        run_id, state = latest_run(db, dag_id)
+        return Run(
+            done.returncode, done.stdout + done.stderr, run_id, state, run_xcoms(db, dag_id, run_id),
+            task_states(db, dag_id, run_id),
+        )
+
+    yield run
+    emulator.api_key = "test-key"
+
+
+def test_examples_parse_without_import_errors() -> None:
+    try:
+        from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.2
+    except ImportError:
+        from airflow.models.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLES))  # examples are off: AIRFLOW__CORE__LOAD_EXAMPLES=False
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == sorted(ALL_DAGS)
+
+
+def test_text_to_video_create_then_sensor(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_vidgen_text_to_video")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.state == "success"
+    (create,) = vidgen_emulator.creates()
+    generation_id = create.generation_id
+    assert create.body == {
+        "model": "videos",
+        "prompt": "A cute kitten playing in the grass, bright daylight, cinematic camera",
+        "duration": 5,
+        "ratio": "16:9",
+        "resolution": "720p",
+    }
+    assert run.xcom[("create", -1, "return_value")] == generation_id
+    assert run.xcom[("create", -1, "generation_id")] == generation_id
+    result = run.xcom[("wait", -1, "return_value")]
+    assert result["id"] == generation_id
+    assert result["status"] == "completed"
+    assert result["video_url"].startswith(f"{vidgen_emulator.download_base_url}/files/{generation_id}.mp4")
+    assert result["actual_duration"] == 5
+    assert {r.generation_id for r in vidgen_emulator.requests_to("result")} == {generation_id}
+    assert all(r.authorization == f"Bearer {SECRET_KEY}" for r in vidgen_emulator.requests)
+    assert SECRET_KEY not in run.output
+
+
+def test_first_last_frame_waits_in_operator(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_vidgen_first_last_frame")
+    assert run.returncode == 0, run.output[-3000:]
+    (create,) = vidgen_emulator.creates()
+    assert create.body["image"].endswith("harbour-dawn.png")
+    assert create.body["lastFrameImage"].endswith("harbour-morning.png")
+    assert run.xcom[("create_and_wait", -1, "generation_id")] == create.generation_id
+    assert run.xcom[("create_and_wait", -1, "video_url")].startswith(vidgen_emulator.download_base_url)
+    assert run.xcom[("create_and_wait", -1, "actual_duration")] == 8
+
+
+def test_references(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_vidgen_references")
+    assert run.returncode == 0, run.output[-3000:]
+    (create,) = vidgen_emulator.creates()
+    assert create.body["model"] == "videos_fast"
+    assert len(create.body["referenceImages"]) == 2
+    assert len(create.body["referenceVideos"]) == 1
+    assert "image" not in create.body
+    assert run.xcom[("create_and_wait", -1, "video_url")]
+
+
+def test_starvideos_zero_one_two_images(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_starvideos")
+    assert run.returncode == 0, run.output[-3000:]
+    creates = vidgen_emulator.requests_to("starvideos_create")
+    assert sorted(len(c.body.get("images", [])) for c in creates) == [0, 1, 2]
+    for task_id in ("text_to_video", "single_image", "first_last_frame"):
+        assert run.xcom[(task_id, -1, "video_url")].startswith(vidgen_emulator.download_base_url)
+        assert run.xcom[(task_id, -1, "generation_id")].startswith("video_starvideos_")
+
+
+def test_mapped_over_prompts(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_vidgen_mapped")
+    assert run.returncode == 0, run.output[-3000:]
+    creates = vidgen_emulator.creates()
+    assert len(creates) == 3
+    ids = {run.xcom[("create", i, "generation_id")] for i in range(3)}
+    assert ids == {c.generation_id for c in creates}
+    waited = {run.xcom[("wait", i, "return_value")]["id"] for i in range(3)}
+    assert waited == ids
+    assert all(run.xcom[("wait", i, "return_value")]["status"] == "completed" for i in range(3))
+
+
+def test_daily_prompt_is_templated_from_ds(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_vidgen_daily", "2026-03-04")
+    assert run.returncode == 0, run.output[-3000:]
+    (create,) = vidgen_emulator.creates()
+    assert create.body["prompt"].startswith("Daily highlights reel for 2026-03-04:")
+    assert run.xcom[("wait", -1, "return_value")]["id"] == create.generation_id
+    assert run.tasks[("wait", -1)][0] == "success"
+
+
+def test_failed_generation_fails_the_run_with_api_error(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    vidgen_emulator.script_prompt("kitten", Timeline(queued_for=0, processing_for=0.2, outcome="failed",
+                                                     error="prompt violates the content policy"))
+    run = dags_test("example_vidgen_text_to_video")
+    assert run.state == "failed"
+    (create,) = vidgen_emulator.creates()
+    assert run.xcom[("create", -1, "generation_id")] == create.generation_id  # kept despite the failure
+    assert f"Generation {create.generation_id} failed: prompt violates the content policy" in run.output
+    assert run.tasks[("wait", -1)][0] == "failed"
+    assert SECRET_KEY not in run.output
