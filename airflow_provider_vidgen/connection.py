@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_vidgen import __version__
-from airflow_provider_vidgen.exceptions import VidgenConfigError
 from airflow_provider_vidgen.connection_form import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -17,6 +16,7 @@ from airflow_provider_vidgen.connection_form import (
     DEFAULT_TIMEOUT,
     PRODUCTION_BASE_URL,
 )
+from airflow_provider_vidgen.exceptions import VidgenConfigError
 
 USER_AGENT = f"airflow-provider-vidgen/{__version__}"
 
@@ -112,7 +112,7 @@ class ConnectionSettings:
                 f"Connection {conn_id!r} has no API key: put the key in the connection's password field"
             )
         extra = conn.extra_dejson or {}
-        values = {
+        values: dict[str, Any] = {
             "timeout": _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, 0.001),
             "connect_timeout": _number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, conn_id, 0.001),
             "max_retries": int(_number(extra, "max_retries", DEFAULT_MAX_RETRIES, conn_id, 0)),

@@ -43,7 +43,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "retry_max_delay": {
         "label": "Retry max delay (s)",
-        "description": f"Longest backoff delay (a server's Retry-After may ask for more). Default {DEFAULT_RETRY_MAX_DELAY:g}.",
+        "description": (
+            f"Longest backoff delay (a server's Retry-After may ask for more). Default {DEFAULT_RETRY_MAX_DELAY:g}."
+        ),
         "schema": {"type": ["number", "null"], "minimum": 0},
     },
 }

@@ -69,12 +69,12 @@ class VidgenAPIError(VidgenError):
     """The API answered with an error.
 
     :param message: What went wrong (never contains the API key).
-    :param status_code: HTTP status, when there was one.
+    :param http_status: HTTP status, when there was one.
     """
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(self, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        self.http_status = http_status
 
 
 class VidgenAuthError(VidgenAPIError, AirflowFailException):
@@ -113,9 +113,7 @@ class VidgenGenerationFailedError(VidgenError):
     """
 
     def __init__(self, generation_id: str, api_error: str | None) -> None:
-        super().__init__(
-            f"Generation {generation_id} failed: {api_error or 'the API gave no reason'}"
-        )
+        super().__init__(f"Generation {generation_id} failed: {api_error or 'the API gave no reason'}")
         self.generation_id = generation_id
         self.api_error = api_error
 

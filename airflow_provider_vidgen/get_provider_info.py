@@ -27,9 +27,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.hooks.vidgen"]}],
-        "operators": [
-            {"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.operators.vidgen"]}
-        ],
+        "operators": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.operators.vidgen"]}],
         "sensors": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.sensors.vidgen"]}],
         "connection-types": [
             {

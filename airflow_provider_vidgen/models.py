@@ -210,9 +210,7 @@ class StarVideosRequest(_Request):
 
     model: Literal["starvideos_v3"]
     prompt: Prompt
-    duration: (
-        Annotated[Seconds, Field(ge=STARVIDEOS_DURATION_RANGE[0], le=STARVIDEOS_DURATION_RANGE[1])] | None
-    ) = None
+    duration: Annotated[Seconds, Field(ge=STARVIDEOS_DURATION_RANGE[0], le=STARVIDEOS_DURATION_RANGE[1])] | None = None
     ratio: Literal["16:9", "9:16"] | None = None
     images: Annotated[
         Annotated[list[HttpUrlStr], Field(max_length=MAX_STARVIDEOS_IMAGES)] | None,

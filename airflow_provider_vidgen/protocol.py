@@ -111,9 +111,7 @@ def error_for_status(status: int, body: str, what: str, secret: str | None) -> V
 
 def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str | None) -> VidgenAPIError:
     msg = payload.get("msg") or "no reason given"
-    return VidgenAPIError(
-        f"{what}: API error code {payload.get('code')!r}: {excerpt(str(msg), secret)}", status
-    )
+    return VidgenAPIError(f"{what}: API error code {payload.get('code')!r}: {excerpt(str(msg), secret)}", status)
 
 
 def parse_videos_create(status: int, body: str, secret: str | None) -> str:
@@ -129,9 +127,7 @@ def parse_videos_create(status: int, body: str, secret: str | None) -> str:
     data = payload.get("data")
     project_id = data.get("projectId") if isinstance(data, dict) else None
     if not isinstance(project_id, str) or not project_id:
-        raise VidgenMalformedResponseError(
-            f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status
-        )
+        raise VidgenMalformedResponseError(f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status)
     return project_id
 
 
@@ -160,9 +156,7 @@ def parse_result(status: int, body: str, generation_id: str, secret: str | None)
             raise _envelope_error(payload, what, status, secret)
         payload = payload.get("data")
     if not isinstance(payload, dict):
-        raise VidgenMalformedResponseError(
-            f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status
-        )
+        raise VidgenMalformedResponseError(f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status)
     try:
         return GenerationResult.model_validate(payload)
     except ValidationError as err:

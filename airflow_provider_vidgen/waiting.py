@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from airflow_provider_vidgen.exceptions import (
     VidgenAuthError,
@@ -25,6 +26,15 @@ from airflow_provider_vidgen.exceptions import (
 from airflow_provider_vidgen.models import GenerationResult
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+
+
+class Log(Protocol):
+    """What the wait logs through: a stdlib logger, or Airflow 3's structlog task logger."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
 
 #: Errors that no amount of waiting fixes: they end the wait at once.
 FATAL_ERRORS: tuple[type[VidgenError], ...] = (
@@ -51,7 +61,7 @@ class WaitTracker:
         generation_id: str,
         *,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-        log: logging.Logger | logging.LoggerAdapter | None = None,
+        log: Log | None = None,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -59,7 +69,7 @@ class WaitTracker:
             raise ValueError("max_consecutive_failures must be >= 0")
         self.generation_id = generation_id
         self.max_consecutive_failures = max_consecutive_failures
-        self.log = log or logging.getLogger(__name__)
+        self.log: Log = log or logging.getLogger(__name__)
         self.clock = clock
         self.started_at = clock() if started_at is None else started_at
         self.last_status: str | None = None
@@ -125,7 +135,11 @@ class WaitTracker:
             self.log.info("Generation %s is %s (%.1fs)", self.generation_id, status, self.elapsed())
         else:
             self.log.info(
-                "Generation %s: %s -> %s after %.1fs", self.generation_id, self.last_status, status, self.elapsed()
+                "Generation %s: %s -> %s after %.1fs",
+                self.generation_id,
+                self.last_status,
+                status,
+                self.elapsed(),
             )
         if not known:
             self.log.warning(
@@ -143,7 +157,7 @@ def wait_for_generation(
     poll_interval: float,
     timeout: float,
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-    log: logging.Logger | logging.LoggerAdapter | None = None,
+    log: Log | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> GenerationResult:
@@ -160,9 +174,7 @@ def wait_for_generation(
     :raises VidgenGenerationFailedError: the generation failed.
     :raises VidgenWaitTimeoutError: not finished within ``timeout``.
     """
-    tracker = WaitTracker(
-        generation_id, max_consecutive_failures=max_consecutive_failures, log=log, clock=clock
-    )
+    tracker = WaitTracker(generation_id, max_consecutive_failures=max_consecutive_failures, log=log, clock=clock)
     deadline = tracker.started_at + timeout
     while True:
         try:

@@ -26,9 +26,7 @@ with DAG(
     catchup=False,
     tags=["example", "vidgen"],
 ) as dag:
-    create = VideosCreateOperator.partial(task_id="create", duration=5, model="videos_fast").expand(
-        prompt=PROMPTS
-    )
+    create = VideosCreateOperator.partial(task_id="create", duration=5, model="videos_fast").expand(prompt=PROMPTS)
     VideoGenerationSensor.partial(task_id="wait", poke_interval=POLL_INTERVAL, timeout=60 * 60).expand(
         generation_id=create.output
     )

@@ -10,12 +10,11 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="vidgen-airflow-ho
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
-from airflow_provider_vidgen.testing.emulator import Emulator  # noqa: E402
+from airflow_provider_vidgen.testing.emulator import Emulator
 
 pytest_plugins = ["airflow_provider_vidgen.testing.pytest_plugin"]
 
@@ -27,16 +26,14 @@ def conn_json(emulator: Emulator, **extra: Any) -> str:
     import json
 
     extras = {"retry_base_delay": 0.01, "retry_max_delay": 0.05, "timeout": 5, **extra}
-    return json.dumps(
-        {"conn_type": "vidgen", "host": emulator.base_url, "password": emulator.api_key, "extra": extras}
-    )
+    return json.dumps({"conn_type": "vidgen", "host": emulator.base_url, "password": emulator.api_key, "extra": extras})
 
 
 @pytest.fixture
-def emulator_conn(vidgen_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+def emulator_conn(vidgen_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     """The emulator, reachable through the ``vidgen_default`` connection (env var)."""
     monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(vidgen_emulator))
-    yield vidgen_emulator
+    return vidgen_emulator
 
 
 class FakeTI:

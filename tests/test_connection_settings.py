@@ -29,7 +29,9 @@ def test_host_without_scheme_gets_https() -> None:
     assert normalize_base_url("api.example.com/base", "c") == "https://api.example.com/base"
 
 
-@pytest.mark.parametrize("host", ["http://localhost:8080", "http://127.0.0.1:1/x", "http://127.5.6.7", "http://[::1]:80"])
+@pytest.mark.parametrize(
+    "host", ["http://localhost:8080", "http://127.0.0.1:1/x", "http://127.5.6.7", "http://[::1]:80"]
+)
 def test_plain_http_allowed_for_loopback(host: str) -> None:
     assert normalize_base_url(host, "c") == host
 

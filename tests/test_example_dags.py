@@ -77,7 +77,11 @@ def dags_test(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore[no
         db = airflow_home / "airflow.db"
         run_id, state = latest_run(db, dag_id)
         return Run(
-            done.returncode, done.stdout + done.stderr, run_id, state, run_xcoms(db, dag_id, run_id),
+            done.returncode,
+            done.stdout + done.stderr,
+            run_id,
+            state,
+            run_xcoms(db, dag_id, run_id),
             task_states(db, dag_id, run_id),
         )
 
@@ -175,8 +179,10 @@ def test_daily_prompt_is_templated_from_ds(dags_test: Any, vidgen_emulator: Emul
 
 
 def test_failed_generation_fails_the_run_with_api_error(dags_test: Any, vidgen_emulator: Emulator) -> None:
-    vidgen_emulator.script_prompt("kitten", Timeline(queued_for=0, processing_for=0.2, outcome="failed",
-                                                     error="prompt violates the content policy"))
+    vidgen_emulator.script_prompt(
+        "kitten",
+        Timeline(queued_for=0, processing_for=0.2, outcome="failed", error="prompt violates the content policy"),
+    )
     run = dags_test("example_vidgen_text_to_video")
     assert run.state == "failed"
     (create,) = vidgen_emulator.creates()

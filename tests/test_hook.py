@@ -68,7 +68,11 @@ def test_videos_create_sends_documented_body_and_headers(hook: VidgenHook, emula
 def test_reference_material_wire_names(hook: VidgenHook, emulator_conn: Emulator) -> None:
     hook.create(
         VideosRequest.build(
-            model="videos", prompt="p", duration=4, reference_images=["https://i/1"], reference_videos=["https://v/1"]
+            model="videos",
+            prompt="p",
+            duration=4,
+            reference_images=["https://i/1"],
+            reference_videos=["https://v/1"],
         )
     )
     assert emulator_conn.creates()[0].body == {
@@ -90,7 +94,8 @@ def test_starvideos_create_and_result(hook: VidgenHook, emulator_conn: Emulator)
     emulator_conn.advance(60)
     result = hook.get_result(generation_id)
     assert result.is_completed
-    assert result.video_url and result.video_url.startswith(emulator_conn.download_base_url)
+    assert result.video_url
+    assert result.video_url.startswith(emulator_conn.download_base_url)
 
 
 def test_result_of_failed_generation(hook: VidgenHook, emulator_conn: Emulator) -> None:

@@ -40,7 +40,13 @@ def test_templated_input_is_validated_at_run_time(context: dict[str, Any], emula
 
 def test_template_fields() -> None:
     assert set(VideosCreateOperator.template_fields) == {
-        "prompt", "duration", "image", "last_frame_image", "reference_images", "reference_videos", "vidgen_conn_id",
+        "prompt",
+        "duration",
+        "image",
+        "last_frame_image",
+        "reference_images",
+        "reference_videos",
+        "vidgen_conn_id",
     }
     assert set(StarVideosCreateOperator.template_fields) == {"prompt", "duration", "images", "vidgen_conn_id"}
 
@@ -51,7 +57,11 @@ def test_videos_create_returns_id_and_pushes_it(context: dict[str, Any], emulato
     assert generation_id.startswith("proj_")
     assert context["ti"].xcom == {"generation_id": generation_id}
     assert emulator_conn.creates()[0].body == {
-        "model": "videos_fast", "prompt": "a cat", "duration": 5, "ratio": "9:16", "resolution": "720p",
+        "model": "videos_fast",
+        "prompt": "a cat",
+        "duration": 5,
+        "ratio": "9:16",
+        "resolution": "720p",
     }
     assert emulator_conn.requests_to("result") == []  # no waiting by default
 
@@ -84,7 +94,12 @@ def test_failed_generation_fails_with_api_error_and_id(context: dict[str, Any], 
 def test_timeout_fails_with_the_id(context: dict[str, Any], emulator_conn: Emulator) -> None:
     emulator_conn.set_timeline(Timeline(queued_for=3600))
     op = VideosCreateOperator(
-        task_id="t", prompt="x", duration=4, wait_for_completion=True, poll_interval=0.05, timeout=timedelta(seconds=0.3)
+        task_id="t",
+        prompt="x",
+        duration=4,
+        wait_for_completion=True,
+        poll_interval=0.05,
+        timeout=timedelta(seconds=0.3),
     )
     with pytest.raises(VidgenWaitTimeoutError) as info:
         op.execute(context)

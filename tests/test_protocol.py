@@ -83,7 +83,7 @@ def test_error_for_status(status: int, cls: type) -> None:
     error = protocol.error_for_status(status, '{"msg": "x"}', "GET /v1/result/p", None)
     assert type(error) is cls
     assert f"HTTP {status}" in str(error)
-    assert error.status_code == status
+    assert error.http_status == status
 
 
 def test_error_messages_never_carry_the_key_and_are_short() -> None:

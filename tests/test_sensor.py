@@ -34,7 +34,8 @@ def test_queued_processing_completed(emulator_conn: Emulator, context: dict[str,
     assert s.poke(context) is False  # processing
     emulator_conn.advance(10)
     done = s.poke(context)
-    assert done and done.is_done  # type: ignore[union-attr]
+    assert done
+    assert done.is_done  # type: ignore[union-attr]
     xcom = done.xcom_value  # type: ignore[union-attr]
     assert set(xcom) == {"id", "status", "model", "created", "video_url", "actual_duration", "error"}
     assert xcom["id"] == generation_id
@@ -95,7 +96,9 @@ def test_budget_spent_fails(emulator_conn: Emulator, context: dict[str, Any], mo
         s.poke(context)
 
 
-def test_bad_key_fails_at_once(emulator_conn: Emulator, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_key_fails_at_once(
+    emulator_conn: Emulator, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     monkeypatch.setenv(

@@ -91,7 +91,12 @@ def test_timeout_names_the_id_and_last_status() -> None:
     clock = FakeClock()
     with pytest.raises(VidgenWaitTimeoutError, match=r"g1 did not finish within 100s \(last status: processing\)"):
         wait_for_generation(
-            script(*[result("processing")] * 10), "g1", poll_interval=30, timeout=100, sleep=clock.sleep, clock=clock
+            script(*[result("processing")] * 10),
+            "g1",
+            poll_interval=30,
+            timeout=100,
+            sleep=clock.sleep,
+            clock=clock,
         )
     assert clock.sleeps == [30, 30, 30, 10]  # the last sleep is cut to the deadline, then one last read
 
@@ -116,8 +121,13 @@ def test_budget_of_consecutive_failures_spent() -> None:
     flaky = VidgenTransientError("HTTP 503")
     with pytest.raises(VidgenTransientError, match="after 3 consecutive failed polls"):
         wait_for_generation(
-            script(flaky, flaky, flaky), "g1", poll_interval=1, timeout=100, max_consecutive_failures=2,
-            sleep=clock.sleep, clock=clock,
+            script(flaky, flaky, flaky),
+            "g1",
+            poll_interval=1,
+            timeout=100,
+            max_consecutive_failures=2,
+            sleep=clock.sleep,
+            clock=clock,
         )
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
-
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 import urllib3.exceptions
@@ -35,8 +33,8 @@ PROBE_GENERATION_ID = "airflow-provider-vidgen-connection-test"
 class _Retry(VidgenTransientError):
     """A failure after which sending the same request again is safe."""
 
-    def __init__(self, message: str, status_code: int | None = None, retry_after: float | None = None):
-        super().__init__(message, status_code)
+    def __init__(self, message: str, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, http_status)
         self.retry_after = retry_after
 
 
@@ -123,7 +121,11 @@ class VidgenHook(BaseHook):
         :param request: The validated request.
         """
         return self._request(
-            "POST", protocol.VIDEOS_CREATE_PATH, protocol.parse_videos_create, json=request.to_wire(), create=True
+            "POST",
+            protocol.VIDEOS_CREATE_PATH,
+            protocol.parse_videos_create,
+            json=request.to_wire(),
+            create=True,
         )
 
     def create_starvideos(self, request: StarVideosRequest) -> str:
@@ -174,8 +176,8 @@ class VidgenHook(BaseHook):
         except VidgenNotFoundError:
             return True, "API reachable and API key accepted (probe id unknown, as expected)"
         except VidgenAPIError as err:
-            if err.status_code is not None and err.status_code < 500:
-                return True, f"API reachable and API key accepted (probe answered HTTP {err.status_code})"
+            if err.http_status is not None and err.http_status < 500:
+                return True, f"API reachable and API key accepted (probe answered HTTP {err.http_status})"
             return False, f"API not usable: {err}"
         except Exception as err:
             return False, f"{type(err).__name__}: {protocol.redact(str(err), self._key_or_none())}"
@@ -220,7 +222,7 @@ class VidgenHook(BaseHook):
             attempts = err.last_attempt.attempt_number
             raise VidgenTransientError(
                 f"{last} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})",
-                getattr(last, "status_code", None),
+                getattr(last, "http_status", None),
             ) from None
 
     def _send_once(self, method: str, path: str, parse: Callable[[int, str, str], T], json: Any, create: bool) -> T:

@@ -112,7 +112,10 @@ class _VidgenCreateOperator(BaseOperator):
         context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=result.video_url)
         context["ti"].xcom_push(key=XCOM_ACTUAL_DURATION, value=result.actual_duration)
         self.log.info(
-            "Generation %s completed: %s s of video at %s", result.id, result.actual_duration, result.video_url
+            "Generation %s completed: %s s of video at %s",
+            result.id,
+            result.actual_duration,
+            result.video_url,
         )
 
 

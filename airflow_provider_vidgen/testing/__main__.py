@@ -21,7 +21,7 @@ from airflow_provider_vidgen.testing.emulator import DEFAULT_API_KEY, Emulator, 
 
 def _raise_fd_limit() -> None:
     # Thousands of keep-alive connections need thousands of file descriptors.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 

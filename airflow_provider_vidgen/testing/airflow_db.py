@@ -37,7 +37,8 @@ def run_xcoms(db_path: str | Path, dag_id: str, run_id: str) -> dict[tuple[str, 
     """All XComs of one run, keyed by ``(task_id, map_index, key)``."""
     with sqlite3.connect(str(db_path)) as db:
         rows = db.execute(
-            'SELECT task_id, map_index, "key", value FROM xcom WHERE dag_id = ? AND run_id = ?', (dag_id, run_id)
+            'SELECT task_id, map_index, "key", value FROM xcom WHERE dag_id = ? AND run_id = ?',
+            (dag_id, run_id),
         ).fetchall()
     return {(task_id, map_index, key): _load(value) for task_id, map_index, key, value in rows}
 

@@ -176,8 +176,17 @@ def validate_videos(body: Any) -> str | None:
     """The server's answer to a Videos create body: an error message, or ``None`` if valid."""
     if not isinstance(body, dict):
         return "request body must be a JSON object"
-    allowed = {"model", "prompt", "duration", "ratio", "resolution", "image", "lastFrameImage",
-               "referenceImages", "referenceVideos"}
+    allowed = {
+        "model",
+        "prompt",
+        "duration",
+        "ratio",
+        "resolution",
+        "image",
+        "lastFrameImage",
+        "referenceImages",
+        "referenceVideos",
+    }
     unknown = sorted(set(body) - allowed)
     if unknown:
         return f"unknown parameter(s): {', '.join(unknown)}"
@@ -451,9 +460,7 @@ class Emulator:
 
     @staticmethod
     def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            text=json.dumps(data), status=status, content_type="application/json", headers=headers
-        )
+        return web.Response(text=json.dumps(data), status=status, content_type="application/json", headers=headers)
 
     @staticmethod
     def _envelope(code: str, msg: str | None, data: Any = None, status: int = 200) -> web.Response:

@@ -1,0 +1,101 @@
+"""Provider registration: entry point metadata, connection form, and the ``airflow providers`` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_vidgen import __version__
+from airflow_provider_vidgen.get_provider_info import get_provider_info
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def test_entry_point_points_at_get_provider_info() -> None:
+    (ep,) = [
+        ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_vidgen")
+    ]
+    assert ep.load() is get_provider_info
+
+
+def test_provider_info_matches_airflow_schema() -> None:
+    import airflow
+    import jsonschema
+
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    assert info["package-name"] == "airflow-provider-vidgen"
+    assert info["versions"] == [__version__]
+    (conn_type,) = info["connection-types"]
+    assert conn_type["connection-type"] == "vidgen"
+    assert conn_type["hook-class-name"] == "airflow_provider_vidgen.hooks.vidgen.VidgenHook"
+    assert conn_type["hook-name"]
+    behaviour = conn_type["ui-field-behaviour"]
+    assert set(behaviour["hidden-fields"]) == {"login", "schema", "port"}
+    assert behaviour["relabeling"] == {"password": "API key", "host": "Base URL"}
+    assert "production" in behaviour["placeholders"]["host"]
+    assert "https" in behaviour["placeholders"]["host"]
+    assert set(conn_type["conn-fields"]) == {
+        "timeout",
+        "connect_timeout",
+        "max_retries",
+        "retry_base_delay",
+        "retry_max_delay",
+    }
+    modules = {m for kind in ("hooks", "operators", "sensors") for entry in info[kind] for m in entry["python-modules"]}
+    for module in modules:
+        __import__(module)
+
+
+def test_every_extra_the_hook_reads_is_a_form_field() -> None:
+    import inspect
+
+    from airflow_provider_vidgen import connection
+
+    source = inspect.getsource(connection.ConnectionSettings.from_connection)
+    read = {name for name in get_provider_info()["connection-types"][0]["conn-fields"] if f'"{name}"' in source}
+    assert read == set(get_provider_info()["connection-types"][0]["conn-fields"])
+
+
+def test_get_provider_info_imports_no_airflow() -> None:
+    code = (
+        "import sys; from airflow_provider_vidgen.get_provider_info import get_provider_info; get_provider_info(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'requests', 'pydantic', 'aiohttp')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_connection_form_registered_with_providers_manager() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert manager.hooks["vidgen"] is not None
+    behaviour = manager.field_behaviours["vidgen"]
+    assert set(behaviour["hidden_fields"]) == {"login", "schema", "port"}
+    assert behaviour["relabeling"]["password"] == "API key"
+    assert "extra__vidgen__timeout" in manager.connection_form_widgets
+
+
+def _cli_json(*args: str) -> list[dict[str, str]]:
+    env = {**os.environ}
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    out = subprocess.run([AIRFLOW, *args, "-o", "json"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(line for line in out.stdout.splitlines() if line.startswith("["))
+    return json.loads(line)
+
+
+@pytest.mark.e2e
+def test_airflow_providers_cli_lists_package_and_connection_type() -> None:
+    packages = {p["package_name"]: p for p in _cli_json("providers", "list")}
+    assert packages["airflow-provider-vidgen"]["version"] == __version__
+    hooks = {h["connection_type"]: h for h in _cli_json("providers", "hooks")}
+    assert hooks["vidgen"]["class"] == "airflow_provider_vidgen.hooks.vidgen.VidgenHook"
