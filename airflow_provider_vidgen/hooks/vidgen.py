@@ -8,10 +8,11 @@ from typing import Any, TypeVar
 
 import requests
 import urllib3.exceptions
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import BaseHook
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_vidgen import protocol
+from airflow_provider_vidgen._compat import mask_secret
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_vidgen.exceptions import (

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Re-pin constraints/airflow-<version>.txt from constraints/requirements.in (for every Python >= 3.10).
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+cd "$ROOT"
+uv="$(uv_bin)"
+for version in "${AIRFLOW_VERSIONS[@]}"; do
+  { echo "apache-airflow==$version"; grep -v '^#' constraints/requirements.in; } >"$VENVS/requirements-$version.in"
+  "$uv" pip compile --quiet --universal --python-version 3.10 --no-header --no-annotate \
+    "$VENVS/requirements-$version.in" -o "constraints/airflow-$version.txt"
+  echo "pinned constraints/airflow-$version.txt"
+done
