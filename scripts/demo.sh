@@ -31,7 +31,7 @@ echo "==> airflow db migrate (SQLite in .demo/airflow-home)"
 echo "==> airflow dags test $DAG_ID (log: .demo/dags-test.log)"
 status=0
 "$venv/bin/airflow" dags test "$DAG_ID" >"$work/dags-test.log" 2>&1 || status=$?
-grep -E "Creating (Videos|StarVideos) generation|Created |Generation .* (is |->|failed)" "$work/dags-test.log" \
+grep -E "(Creating|Created) (Videos|StarVideos) generation|Generation .* (is |->|failed)" "$work/dags-test.log" \
   | sed -E 's/^.*\[(info|warning|error) *\] /    /; s/ \[airflow[^]]*\].*$//' || true
 
 "$venv/bin/python" - "$AIRFLOW_HOME/airflow.db" "$DAG_ID" <<'PY'
