@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -158,7 +159,10 @@ def _sample_video() -> bytes:
 
 
 def _check_url(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://")) and len(value) > 8
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _check_url_list(body: dict[str, Any], name: str, limit: int) -> str | None:
