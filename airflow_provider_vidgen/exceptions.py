@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -90,7 +90,16 @@ class VidgenNotFoundError(VidgenAPIError):
 
 
 class VidgenTransientError(VidgenAPIError):
-    """A transient failure (connection, timeout, 429, 5xx) that outlived the hook's own retries."""
+    """A transient failure (connection, timeout, 408, 429, 5xx, malformed answer).
+
+    :param message: What went wrong.
+    :param http_status: HTTP status, when there was one.
+    :param retry_after: Seconds the server asked to wait (``Retry-After``), when it did.
+    """
+
+    def __init__(self, message: str, http_status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, http_status)
+        self.retry_after = retry_after
 
 
 class VidgenMalformedResponseError(VidgenTransientError):
@@ -135,3 +144,7 @@ class VidgenWaitTimeoutError(VidgenError):
         self.generation_id = generation_id
         self.timeout = timeout
         self.last_status = last_status
+
+
+class VidgenSensorTimeoutError(VidgenWaitTimeoutError, AirflowSensorTimeout):
+    """``VideoGenerationSensor`` ran past its ``timeout`` (fails the task without retries, like any sensor)."""

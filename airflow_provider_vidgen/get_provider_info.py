@@ -29,6 +29,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.hooks.vidgen"]}],
         "operators": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.operators.vidgen"]}],
         "sensors": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.sensors.vidgen"]}],
+        "triggers": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.triggers.vidgen"]}],
         "connection-types": [
             {
                 "connection-type": "vidgen",

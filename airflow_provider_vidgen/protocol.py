@@ -95,8 +95,13 @@ def _json(body: str) -> Any:
         return None
 
 
-def error_for_status(status: int, body: str, what: str, secret: str | None) -> VidgenAPIError:
-    """The exception for an HTTP error answer (status >= 400) to request ``what``."""
+def error_for_status(
+    status: int, body: str, what: str, secret: str | None, retry_after: float | None = None
+) -> VidgenAPIError:
+    """The exception for an HTTP error answer (status >= 400) to request ``what``.
+
+    :param retry_after: Seconds from the answer's ``Retry-After`` header, kept on transient errors.
+    """
     detail = f"{what}: HTTP {status}: {excerpt(body, secret)}"
     if status in (401, 403):
         return VidgenAuthError(
@@ -105,8 +110,15 @@ def error_for_status(status: int, body: str, what: str, secret: str | None) -> V
     if status == 404:
         return VidgenNotFoundError(detail, status)
     if status in (RATE_LIMITED, REQUEST_TIMEOUT) or status >= 500:
-        return VidgenTransientError(detail, status)
+        return VidgenTransientError(detail, status, retry_after)
     return VidgenRequestRejectedError(detail, status)
+
+
+def error_for_redirect(status: int, what: str) -> VidgenAPIError:
+    """A 3xx answer: redirects are never followed, so the key is only ever sent to the base URL."""
+    return VidgenRequestRejectedError(
+        f"{what}: HTTP {status} redirect; redirects are not followed - check the connection's Base URL", status
+    )
 
 
 def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str | None) -> VidgenAPIError:

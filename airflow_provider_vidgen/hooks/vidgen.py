@@ -34,10 +34,6 @@ PROBE_GENERATION_ID = "airflow-provider-vidgen-connection-test"
 class _Retry(VidgenTransientError):
     """A failure after which sending the same request again is safe."""
 
-    def __init__(self, message: str, http_status: int | None = None, retry_after: float | None = None):
-        super().__init__(message, http_status)
-        self.retry_after = retry_after
-
 
 def _never_connected(exc: requests.RequestException) -> bool:
     """True when ``exc`` proves the request never reached the server (so nothing was created)."""
@@ -232,7 +228,7 @@ class VidgenHook(BaseHook):
         what = f"{method} {path}"
         try:
             response = self.get_conn().request(
-                method, url, json=json, timeout=(settings.connect_timeout, settings.timeout)
+                method, url, json=json, timeout=(settings.connect_timeout, settings.timeout), allow_redirects=False
             )
         except requests.RequestException as exc:
             reason = f"{what}: {type(exc).__name__}: {protocol.redact(str(exc), settings.api_key)}"
@@ -240,6 +236,8 @@ class VidgenHook(BaseHook):
                 raise _Retry(reason) from None
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason)) from None
         status = response.status_code
+        if 300 <= status < 400:
+            raise protocol.error_for_redirect(status, what)
         if status < 400:
             try:
                 return parse(status, response.text, settings.api_key)
@@ -248,14 +246,14 @@ class VidgenHook(BaseHook):
                     # A 2xx we cannot read may still have created the task.
                     raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(err))) from None
                 raise _Retry(str(err), status) from None
-        error = protocol.error_for_status(status, response.text, what, settings.api_key)
-        if status in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):
-            raise _Retry(str(error), status, protocol.parse_retry_after(response.headers.get("Retry-After")))
-        if status >= 500:
-            if create:
-                raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
-            raise _Retry(str(error), status, protocol.parse_retry_after(response.headers.get("Retry-After")))
-        raise error
+        retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
+        error = protocol.error_for_status(status, response.text, what, settings.api_key, retry_after)
+        if not isinstance(error, VidgenTransientError):
+            raise error
+        if create and status not in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):
+            # A 5xx after the request was sent: the task may exist.
+            raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
+        raise _Retry(str(error), status, retry_after)
 
     def _unknown_outcome_message(self, reason: str) -> str:
         return (

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
+from airflow_provider_vidgen.exceptions import VidgenError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
-from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, wait_for_generation
+from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker, wait_for_generation
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -63,6 +65,7 @@ class _VidgenCreateOperator(BaseOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +74,7 @@ class _VidgenCreateOperator(BaseOperator):
         self.poll_interval = _seconds(poll_interval, "poll_interval")
         self.timeout = _seconds(timeout, "timeout")
         self.max_consecutive_failures = max_consecutive_failures
+        self.deferrable = deferrable
 
     def _validate_if_static(self) -> None:
         # With no Jinja and no XComArg among the request's fields, a bad value is a DAG import error.
@@ -96,7 +100,11 @@ class _VidgenCreateOperator(BaseOperator):
         # Pushed before any waiting, so the id survives a later failure of this task.
         context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
         self.log.info("Created %s generation %s", self.family, generation_id)
-        if self.wait_for_completion:
+        if not self.wait_for_completion:
+            return generation_id
+        if self.deferrable:
+            result = self._check_then_defer(generation_id)
+        else:
             result = wait_for_generation(
                 self.hook.get_result,
                 generation_id,
@@ -105,7 +113,46 @@ class _VidgenCreateOperator(BaseOperator):
                 max_consecutive_failures=self.max_consecutive_failures,
                 log=self.log,
             )
-            self._push_result(context, result)
+        self._push_result(context, result)
+        return generation_id
+
+    def _check_then_defer(self, generation_id: str) -> GenerationResult:
+        """Check once: return the result if already completed, else defer to the trigger."""
+        tracker = WaitTracker(generation_id, max_consecutive_failures=self.max_consecutive_failures, log=self.log)
+        try:
+            done = tracker.on_result(self.hook.get_result(generation_id))
+        except VidgenError as err:
+            tracker.on_error(err)  # fatal errors raise; transient ones leave the waiting to the trigger
+            done = None
+        if done is not None:
+            return done
+        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+
+        now = time.time()
+        self.defer(
+            trigger=VideoGenerationTrigger(
+                generation_id=generation_id,
+                vidgen_conn_id=self.vidgen_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=now + self.timeout,
+                max_consecutive_failures=self.max_consecutive_failures,
+                started_at=now,
+            ),
+            method_name="execute_complete",
+        )
+        raise AssertionError("defer() always raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: Any = None) -> str:
+        """Resume after the trigger: the same XComs, errors and messages as the synchronous wait."""
+        from airflow_provider_vidgen.events import result_from_event
+
+        ti = context["ti"]
+        # defer() kwargs are not kept by every runner: the id comes back from this task's own XCom.
+        generation_id = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_GENERATION_ID, map_indexes=ti.map_index)
+        if not generation_id:
+            raise VidgenError(f"Cannot resume {ti.task_id}: no {XCOM_GENERATION_ID!r} XCom was pushed before deferring")
+        result = result_from_event(event, generation_id, self.timeout)
+        self._push_result(context, result)
         return generation_id
 
     def _push_result(self, context: Context, result: GenerationResult) -> None:
@@ -139,6 +186,8 @@ class VideosCreateOperator(_VidgenCreateOperator):
     :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
     :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
+    :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
+        Default: Airflow's ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = (
@@ -207,6 +256,8 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
     :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
+    :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
+        Default: Airflow's ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = ("prompt", "duration", "images", "vidgen_conn_id")

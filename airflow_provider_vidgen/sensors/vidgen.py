@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 
-from airflow_provider_vidgen.exceptions import VidgenError
+from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
 
@@ -23,14 +30,17 @@ class VideoGenerationSensor(BaseSensorOperator):
     ``id, status, model, created, video_url, actual_duration, error``. ``failed``: the task fails
     with the API's error. ``queued`` / ``processing`` (and undocumented statuses): keep waiting.
     Transient errors (connection, timeout, 429, 5xx) are logged and the wait goes on until
-    ``max_consecutive_failures`` pokes in a row have failed; a rejected key (401/403) fails at once.
+    ``max_consecutive_failures`` checks in a row have failed; a rejected key (401/403) fails at once.
+    Past ``timeout`` the task fails (without retries) with a message naming the generation id.
 
     :param generation_id: The generation id, typically ``{{ ti.xcom_pull(task_ids='create') }}``.
         Templated.
     :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
     :param poke_interval: Seconds between status reads (API advice: 30-60).
-    :param max_consecutive_failures: Failed pokes tolerated in a row (each poke already retries
+    :param max_consecutive_failures: Failed checks tolerated in a row (each poke already retries
         its request). In ``reschedule`` mode the count starts afresh at each poke.
+    :param deferrable: Wait in the triggerer (no worker slot held). Default: Airflow's
+        ``[operators] default_deferrable``.
     :param kwargs: Other ``BaseSensorOperator`` arguments (``mode``, ``timeout``, ...).
     """
 
@@ -44,12 +54,14 @@ class VideoGenerationSensor(BaseSensorOperator):
         vidgen_conn_id: str = VidgenHook.default_conn_name,
         poke_interval: float = 30,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.generation_id = generation_id
         self.vidgen_conn_id = vidgen_conn_id
         self.max_consecutive_failures = max_consecutive_failures
+        self.deferrable = deferrable
 
     @cached_property
     def hook(self) -> VidgenHook:
@@ -63,6 +75,16 @@ class VideoGenerationSensor(BaseSensorOperator):
             str(self.generation_id), max_consecutive_failures=self.max_consecutive_failures, log=self.log
         )
 
+    def execute(self, context: Context) -> Any:
+        if self.deferrable:
+            return self._execute_deferrable(context)
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as err:
+            if isinstance(err, VidgenError):
+                raise
+            raise self._timeout_error() from err
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
         try:
             result = self.hook.get_result(self.generation_id)
@@ -73,6 +95,44 @@ class VideoGenerationSensor(BaseSensorOperator):
         if done is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=done.to_xcom())
+
+    def _execute_deferrable(self, context: Context) -> Any:
+        # One check first: a generation that is already finished needs no trigger.
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
+        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+
+        now = time.time()
+        self.defer(
+            trigger=VideoGenerationTrigger(
+                generation_id=str(self.generation_id),
+                vidgen_conn_id=self.vidgen_conn_id,
+                poll_interval=float(self.poke_interval),
+                end_time=now + float(self.timeout),
+                max_consecutive_failures=self.max_consecutive_failures,
+                started_at=now,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume after the trigger: the same XCom, errors and messages as a poking sensor."""
+        from airflow_provider_vidgen.events import result_from_event
+
+        try:
+            result = result_from_event(event, str(self.generation_id), float(self.timeout), VidgenSensorTimeoutError)
+        except VidgenSensorTimeoutError:
+            if self.soft_fail:
+                raise AirflowSkipException(
+                    f"Generation {self.generation_id} did not finish in time (soft_fail)"
+                ) from None
+            raise
+        self.log.info("Generation %s completed (reported by the trigger)", result.id)
+        return result.to_xcom()
+
+    def _timeout_error(self) -> VidgenSensorTimeoutError:
+        return VidgenSensorTimeoutError(str(self.generation_id), float(self.timeout), self.tracker.last_status)
 
 
 __all__ = ["VideoGenerationSensor"]

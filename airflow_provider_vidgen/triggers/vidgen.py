@@ -1,0 +1,138 @@
+"""``VideoGenerationTrigger``: wait for a generation in the triggerer, holding no worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_vidgen import protocol
+from airflow_provider_vidgen.async_client import fetch_result, shared_session
+from airflow_provider_vidgen.connection import ConnectionSettings
+from airflow_provider_vidgen.events import make_event
+from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
+from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
+
+#: Polls are spread by +/- this fraction of the interval, so mapped tasks do not poll in lock-step.
+JITTER = 0.1
+#: The first check comes within this many seconds of the start (at most 20% of the interval).
+FIRST_CHECK_WITHIN = 2.0
+
+
+async def _aget_connection(conn_id: str) -> Any:
+    aget = getattr(BaseHook, "aget_connection", None)
+    if aget is not None:  # Airflow 3: async lookup through the task SDK
+        return await aget(conn_id)
+    from asgiref.sync import sync_to_async  # Airflow 2: the lookup is synchronous; keep it off the loop
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+class VideoGenerationTrigger(BaseTrigger):
+    """Poll the result endpoint until the generation is terminal or ``end_time`` passes.
+
+    Yields exactly one event (see :mod:`airflow_provider_vidgen.events`): ``completed`` (with the
+    result), ``failed`` (with the API's error), ``timeout`` or ``error``.
+
+    :param generation_id: The generation to wait on.
+    :param vidgen_conn_id: Airflow connection of type ``vidgen`` (resolved once per run).
+    :param poll_interval: Seconds between polls (jittered by +/-10%).
+    :param end_time: Absolute deadline, unix seconds; a restarted trigger keeps it.
+    :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff).
+    :param started_at: Unix time the wait began (for elapsed times in the log across restarts).
+    """
+
+    def __init__(
+        self,
+        generation_id: str,
+        vidgen_conn_id: str,
+        poll_interval: float,
+        end_time: float,
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        started_at: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.generation_id = generation_id
+        self.vidgen_conn_id = vidgen_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = float(end_time)
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        self.started_at = float(started_at) if started_at is not None else time.time()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and primitive arguments (no secrets: the key is looked up from the connection)."""
+        return (
+            "airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger",
+            {
+                "generation_id": self.generation_id,
+                "vidgen_conn_id": self.vidgen_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "max_consecutive_failures": self.max_consecutive_failures,
+                "started_at": self.started_at,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until terminal; yield one event."""
+        try:
+            event = await self._wait()
+        except Exception as err:  # never die without an event; the task reports it
+            event = make_event("error", self.generation_id, error=err)
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
+        tracker = WaitTracker(
+            self.generation_id,
+            max_consecutive_failures=self.max_consecutive_failures,
+            log=self.log,
+            started_at=self.started_at,
+            clock=time.time,
+        )
+        try:
+            settings = ConnectionSettings.from_connection(await _aget_connection(self.vidgen_conn_id))
+        except VidgenError as err:
+            return make_event("error", self.generation_id, error=err)
+        delay = random.uniform(0, min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2))
+        async with shared_session() as session:
+            while True:
+                remaining = self.end_time - time.time()
+                if remaining <= 0:
+                    return make_event(
+                        "timeout",
+                        self.generation_id,
+                        message=str(tracker.timeout_error(self.end_time - self.started_at)),
+                        last_status=tracker.last_status,
+                    )
+                await asyncio.sleep(min(delay, remaining))
+                try:
+                    result = await fetch_result(session, settings, self.generation_id)
+                except VidgenError as err:
+                    try:
+                        tracker.on_error(err)
+                    except VidgenError as fatal:
+                        return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
+                    delay = self._backoff(tracker.consecutive_failures, err, settings)
+                    continue
+                try:
+                    done = tracker.on_result(result)
+                except VidgenGenerationFailedError as failed:
+                    return make_event("failed", self.generation_id, result=result, error=failed)
+                except VidgenError as fatal:  # e.g. the failure budget spent on "completed without URL"
+                    return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
+                if done is not None:
+                    return make_event("completed", self.generation_id, result=done)
+                delay = self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
+
+    def _backoff(self, failures: int, err: VidgenError, settings: ConnectionSettings) -> float:
+        retry_after = err.retry_after if isinstance(err, VidgenTransientError) else None
+        cap = max(self.poll_interval, settings.retry_max_delay)
+        return protocol.backoff_delay(failures, max(settings.retry_base_delay, 0.001), cap, retry_after)
+
+
+__all__ = ["VideoGenerationTrigger"]

@@ -1,0 +1,276 @@
+"""VideoGenerationTrigger against the emulator on loopback, run on an event loop as the triggerer runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from airflow_provider_vidgen import async_client
+from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+from airflow_provider_vidgen.models import VideosRequest
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
+from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+
+CLASSPATH = "airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger"
+
+
+def create(emulator: Emulator, timeline: Timeline) -> str:
+    emulator.queue_timeline(timeline)
+    return VidgenHook().create(VideosRequest.build(model="videos", prompt="p", duration=5))
+
+
+def trigger(generation_id: str, *, poll: float = 0.05, within: float = 20, **kwargs: Any) -> VideoGenerationTrigger:
+    return VideoGenerationTrigger(
+        generation_id=generation_id,
+        vidgen_conn_id="vidgen_default",
+        poll_interval=poll,
+        end_time=time.time() + within,
+        **kwargs,
+    )
+
+
+async def collect(t: VideoGenerationTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in t.run()]
+
+
+def run_all(triggers: Iterable[VideoGenerationTrigger], bound: float = 60) -> list[list[dict[str, Any]]]:
+    async def main() -> list[list[dict[str, Any]]]:
+        return await asyncio.wait_for(asyncio.gather(*(collect(t) for t in triggers)), bound)
+
+    return asyncio.run(main())
+
+
+def run_one(t: VideoGenerationTrigger) -> dict[str, Any]:
+    (events,) = run_all([t])
+    assert len(events) == 1, events  # exactly one terminal event
+    return events[0]
+
+
+def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
+    original = trigger("proj_1", poll=30, max_consecutive_failures=4, started_at=1000.0)
+    classpath, kwargs = original.serialize()
+    assert classpath == CLASSPATH
+    assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
+    assert emulator_conn.api_key not in json.dumps(kwargs)
+    assert set(kwargs) == {
+        "generation_id",
+        "vidgen_conn_id",
+        "poll_interval",
+        "end_time",
+        "max_consecutive_failures",
+        "started_at",
+    }
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_completed(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0.1, processing_for=0.1, actual_duration=5.5))
+    event = run_one(trigger(generation_id))
+    assert event["status"] == "completed"
+    assert event["generation_id"] == generation_id
+    assert event["result"]["status"] == "completed"
+    assert event["result"]["actual_duration"] == 5.5
+    assert event["result"]["video_url"].startswith(emulator_conn.download_base_url)
+    assert emulator_conn.creates()[0].generation_id == generation_id  # the trigger itself never creates
+    assert len(emulator_conn.creates()) == 1
+    assert json.loads(json.dumps(event)) == event
+
+
+def test_failed(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0.1, outcome="failed", error="nope"))
+    event = run_one(trigger(generation_id))
+    assert event["status"] == "failed"
+    assert event["result"]["error"] == "nope"
+    assert "nope" in event["message"]
+
+
+def test_deadline_reached(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=3600))
+    started = time.monotonic()
+    event = run_one(trigger(generation_id, within=0.5))
+    assert time.monotonic() - started < 5
+    assert event["status"] == "timeout"
+    assert event["last_status"] == "queued"
+    assert generation_id in event["message"]
+
+
+def test_transient_faults_then_success(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    emulator_conn.add_fault(Fault(kind="status", status=503, endpoint="result", times=2))
+    emulator_conn.add_fault(Fault(kind="drop", endpoint="result"))
+    emulator_conn.add_fault(Fault(kind="malformed", endpoint="result"))
+    event = run_one(trigger(generation_id, max_consecutive_failures=5))
+    assert event["status"] == "completed"
+    assert [r.fault for r in emulator_conn.requests_to("result")] == ["status", "status", "drop", "malformed", None]
+
+
+def test_429_honours_retry_after(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    emulator_conn.add_fault(Fault(kind="status", status=429, retry_after="1", endpoint="result"))
+    event = run_one(trigger(generation_id))
+    assert event["status"] == "completed"
+    limited, ok = emulator_conn.requests_to("result")
+    assert ok.time - limited.time >= 0.95  # retry_base_delay is 0.01 s: only Retry-After explains this
+
+
+def test_401_ends_at_once(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT",
+        json.dumps({"conn_type": "vidgen", "host": emulator_conn.base_url, "password": "sk-wrong-9"}),
+    )
+    event = run_one(trigger(generation_id))
+    assert event["status"] == "error"
+    assert event["error_class"] == "VidgenAuthError"
+    assert "sk-wrong-9" not in json.dumps(event)
+    assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_unknown_id_ends_at_once(emulator_conn: Emulator) -> None:
+    event = run_one(trigger("proj_nope"))
+    assert event["status"] == "error"
+    assert event["error_class"] == "VidgenNotFoundError"
+
+
+def test_failure_budget_spent(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    emulator_conn.add_fault(Fault(kind="status", status=500, endpoint="result", times=100))
+    event = run_one(trigger(generation_id, max_consecutive_failures=3))
+    assert event["status"] == "error"
+    assert event["error_class"] == "VidgenTransientError"
+    assert "4 consecutive failed polls" in event["message"]
+    assert len(emulator_conn.requests_to("result")) == 4
+
+
+def test_unknown_status_is_never_completed(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    emulator_conn.add_fault(Fault(kind="unknown_status", value="succeeded", endpoint="result", times=3))
+    event = run_one(trigger(generation_id))
+    assert event["status"] == "completed"
+    results = emulator_conn.requests_to("result")
+    assert [r.fault for r in results] == ["unknown_status"] * 3 + [None]  # it kept polling past "succeeded"
+
+
+def test_missing_key_is_an_error_event(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT", json.dumps({"conn_type": "vidgen", "host": emulator_conn.base_url})
+    )
+    event = run_one(trigger("proj_1"))
+    assert event["status"] == "error"
+    assert event["error_class"] == "VidgenConfigError"
+    assert emulator_conn.requests == []
+
+
+def test_one_connection_for_all_polls_of_a_trigger(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0.3, processing_for=0.3))
+    run_one(trigger(generation_id))
+    assert len(emulator_conn.requests_to("result")) >= 5
+    assert len(emulator_conn.connections("result")) == 1
+
+
+def test_shared_client_reused_across_triggers(emulator_conn: Emulator) -> None:
+    ids = [create(emulator_conn, Timeline(queued_for=0.5, processing_for=0.5)) for _ in range(40)]
+    sessions: set[int] = set()
+
+    original = async_client.fetch_result
+
+    async def spy(session, settings, generation_id):  # type: ignore[no-untyped-def]
+        sessions.add(id(session))
+        return await original(session, settings, generation_id)
+
+    async_client_fetch = "airflow_provider_vidgen.triggers.vidgen.fetch_result"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(async_client_fetch, spy)
+        results = run_all([trigger(i, poll=0.1) for i in ids])
+    assert all(events[0]["status"] == "completed" for events in results)
+    polls = len(emulator_conn.requests_to("result"))
+    connections = len(emulator_conn.connections("result"))
+    assert len(sessions) == 1  # one client for every trigger on the loop
+    assert connections <= 40  # pooled: bounded, not one per poll
+    assert polls >= 5 * connections
+    assert async_client._sessions == {}  # closed once the last trigger left
+
+
+def test_restarted_trigger_continues_the_same_wait(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0.3, processing_for=1.0))
+    first = trigger(generation_id, poll=0.1, within=30, started_at=time.time())
+    _, kwargs = first.serialize()
+
+    async def run_until_processing_then_stop() -> None:
+        async def consume() -> None:
+            async for _ in first.run():
+                raise AssertionError("must not finish before the restart")
+
+        task = asyncio.ensure_future(consume())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            statuses = [r.status for r in emulator_conn.requests_to("result")]
+            if len(statuses) >= 4:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()  # the triggerer stops: the trigger is cancelled mid-wait
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_until_processing_then_stop())
+    polls_before = len(emulator_conn.requests_to("result"))
+    restarted = VideoGenerationTrigger(**kwargs)  # as a new triggerer rebuilds it from the database
+    assert restarted.end_time == first.end_time
+    event = run_one(restarted)
+    assert event["status"] == "completed"
+    assert event["generation_id"] == generation_id
+    assert len(emulator_conn.requests_to("result")) > polls_before
+    assert len(emulator_conn.creates()) == 1
+
+
+def test_nothing_blocks_the_event_loop(emulator_conn: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    ids = [create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2)) for _ in range(20)]
+
+    async def main() -> list[list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.1  # asyncio logs any step that holds the loop longer
+        return await asyncio.gather(*(collect(trigger(i)) for i in ids))
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    results = asyncio.run(main())
+    assert all(events[0]["status"] == "completed" for events in results)
+    slow = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
+    assert slow == []
+
+
+def test_connection_resolved_once_per_run(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_vidgen.triggers import vidgen as trigger_module
+
+    lookups: list[str] = []
+    original = trigger_module._aget_connection
+
+    async def counting(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return await original(conn_id)
+
+    monkeypatch.setattr(trigger_module, "_aget_connection", counting)
+    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2))
+    run_one(trigger(generation_id))
+    assert len(emulator_conn.requests_to("result")) >= 3
+    assert lookups == ["vidgen_default"]
+
+
+def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=1.6, processing_for=0))
+    started = time.time()
+    run_one(trigger(generation_id, poll=0.5))
+    times = [r.time for r in emulator_conn.requests_to("result")]
+    assert times[0] - started < 0.2  # first check within 20% of the interval
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 0.44 for gap in gaps), gaps  # 0.5 s - 10 % at the least
+    assert len({round(gap, 3) for gap in gaps}) > 1  # jittered, not lock-step
