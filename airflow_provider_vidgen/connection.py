@@ -58,6 +58,21 @@ def normalize_base_url(host: str | None, conn_id: str) -> str:
     return raw.rstrip("/")
 
 
+def _host_with_port_and_path(conn: Any) -> str | None:
+    """The host field, completed with the port and schema (path) fields of a URI-style connection."""
+    host = (conn.host or "").strip()
+    if not host or "://" in host:
+        return host
+    port = getattr(conn, "port", None)
+    if port and ":" not in host.split("/", 1)[0]:
+        head, _, tail = host.partition("/")
+        host = f"{head}:{port}" + (f"/{tail}" if tail else "")
+    schema = (getattr(conn, "schema", None) or "").strip("/")
+    if schema and "/" not in host:
+        host = f"{host}/{schema}"
+    return host
+
+
 def _number(extra: dict[str, Any], name: str, default: float, conn_id: str, minimum: float) -> float:
     value = extra.get(name)
     if value is None or value == "":
@@ -111,6 +126,9 @@ class ConnectionSettings:
             raise VidgenConfigError(
                 f"Connection {conn_id!r} has no API key: put the key in the connection's password field"
             )
+        if any(ch.isspace() or not ch.isprintable() for ch in api_key):
+            # Such a key cannot go in an HTTP header; say so without echoing it.
+            raise VidgenConfigError(f"Connection {conn_id!r}: the API key contains whitespace or control characters")
         extra = conn.extra_dejson or {}
         values: dict[str, Any] = {
             "timeout": _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, 0.001),
@@ -122,7 +140,7 @@ class ConnectionSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(
             conn_id=conn_id,
-            base_url=normalize_base_url(conn.host, conn_id),
+            base_url=normalize_base_url(_host_with_port_and_path(conn), conn_id),
             api_key=api_key,
             **values,
         )

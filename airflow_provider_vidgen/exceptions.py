@@ -6,7 +6,8 @@ retrying cannot fix them (bad input, a rejected key, a request the API refuses).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSensorTimeout
 
@@ -31,9 +32,16 @@ class VidgenValidationError(VidgenError, AirflowFailException, ValueError):
         :param err: The pydantic error.
         :param rules: The API's rule for each parameter, quoted after its problem.
         """
+        return cls.from_errors(what, err.errors(include_url=False), rules)
+
+    @classmethod
+    def from_errors(
+        cls, what: str, errors: Sequence[Mapping[str, Any]], rules: dict[str, str] | None = None
+    ) -> VidgenValidationError:
+        """Like :meth:`from_pydantic`, from pydantic's list of error dicts."""
         rules = rules or {}
         lines = []
-        for item in err.errors(include_url=False):
+        for item in errors:
             names = [str(part) for part in item["loc"] if not isinstance(part, int)]
             indexes = [f"[{part}]" for part in item["loc"] if isinstance(part, int)]
             name = ".".join(names) + "".join(indexes)
@@ -72,9 +80,10 @@ class VidgenAPIError(VidgenError):
     :param http_status: HTTP status, when there was one.
     """
 
-    def __init__(self, message: str, http_status: int | None = None) -> None:
+    def __init__(self, message: str, http_status: int | None = None, json_body: bool = False) -> None:
         super().__init__(message)
         self.http_status = http_status
+        self.json_body = json_body
 
 
 class VidgenAuthError(VidgenAPIError, AirflowFailException):

@@ -104,6 +104,26 @@ class _Request(BaseModel):
         except ValidationError as err:
             raise VidgenValidationError.from_pydantic(cls.title, err, cls.rules) from None
 
+    @classmethod
+    def check_known(cls, params: dict[str, Any], unknown: set[str]) -> None:
+        """Validate what is known before run time: ignore problems of the ``unknown`` (templated) fields.
+
+        Rules across fields (first/last frame, mode exclusivity) are checked only when none of the
+        fields is unknown.
+
+        :raises VidgenValidationError: a known parameter breaks a rule.
+        """
+        try:
+            cls(**params)
+        except ValidationError as err:
+            errors = [
+                item
+                for item in err.errors(include_url=False)
+                if (item["loc"] and item["loc"][0] not in unknown) or (not item["loc"] and not unknown)
+            ]
+            if errors:
+                raise VidgenValidationError.from_errors(cls.title, errors, cls.rules) from None
+
 
 class VideosRequest(_Request):
     """Body of ``POST /v1/videos/videos``.
@@ -230,6 +250,23 @@ class StarVideosRequest(_Request):
         )
 
 
+def _text_id(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _unix_seconds(value: Any) -> Any:
+    return int(value) if isinstance(value, float) else value
+
+
+def _error_text(value: Any) -> Any:
+    # Documented as a string; an object such as {"message": ...} is reduced to its message.
+    if isinstance(value, dict):
+        return str(value.get("message") or value.get("msg") or value)
+    if value is not None and not isinstance(value, str):
+        return str(value)
+    return value
+
+
 class GenerationResult(BaseModel):
     """Answer of ``GET /v1/result/{id}``.
 
@@ -239,14 +276,14 @@ class GenerationResult(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    id: str
+    id: Annotated[str, BeforeValidator(_text_id)]
     status: str
     object: str | None = None
-    created: int | None = None
+    created: Annotated[int | None, BeforeValidator(_unix_seconds)] = None
     model: str | None = None
     video_url: str | None = None
     actual_duration: float | None = Field(default=None, alias="actualDuration")
-    error: str | None = None
+    error: Annotated[str | None, BeforeValidator(_error_text)] = None
 
     @property
     def is_completed(self) -> bool:

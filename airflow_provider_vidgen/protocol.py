@@ -36,12 +36,19 @@ RESULT_PATH = "/v1/result/{id}"
 RATE_LIMITED = 429
 REQUEST_TIMEOUT = 408
 BODY_EXCERPT_CHARS = 300
+#: The longest ``Retry-After`` honoured, seconds; a server asking for more gets this.
+MAX_RETRY_AFTER = 600.0
 
 
 def result_path(generation_id: str) -> str:
     """Path of the result endpoint for ``generation_id`` (percent-encoded)."""
     if not isinstance(generation_id, str) or not generation_id.strip():
         raise VidgenValidationError(f"generation_id: must be a non-empty string (got {generation_id!r})")
+    if generation_id.strip() == "None":
+        raise VidgenValidationError(
+            "generation_id: got the string 'None' - the template that produced it found no XCom "
+            "(check the upstream task id and key)"
+        )
     return RESULT_PATH.format(id=quote(generation_id.strip(), safe=""))
 
 
@@ -59,19 +66,24 @@ def excerpt(body: str, secret: str | None = None, limit: int = BODY_EXCERPT_CHAR
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or ``None``."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or ``None``.
+
+    Capped at :data:`MAX_RETRY_AFTER`, so a bad header cannot park a worker for a day.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def backoff_delay(
@@ -108,7 +120,7 @@ def error_for_status(
             f"{detail} - the API key was rejected; check the connection's password (API key)", status
         )
     if status == 404:
-        return VidgenNotFoundError(detail, status)
+        return VidgenNotFoundError(detail, status, json_body=isinstance(_json(body), dict))
     if status in (RATE_LIMITED, REQUEST_TIMEOUT) or status >= 500:
         return VidgenTransientError(detail, status, retry_after)
     return VidgenRequestRejectedError(detail, status)
@@ -173,6 +185,7 @@ def parse_result(status: int, body: str, generation_id: str, secret: str | None)
         return GenerationResult.model_validate(payload)
     except ValidationError as err:
         raise VidgenMalformedResponseError(
-            f"{what}: answer lacks required fields ({err.error_count()} problems): {excerpt(body, secret)}",
+            f"{what}: answer does not have the documented fields ({err.error_count()} problems): "
+            f"{excerpt(body, secret)}",
             status,
         ) from None

@@ -191,3 +191,14 @@ def test_operator_modules_do_not_import_the_emulator() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
     assert out.stdout.split()[-1] == "False"
+
+
+def test_reset_keeps_the_initial_timeline_and_bad_admin_calls_are_400() -> None:
+    with Emulator(timeline=Timeline(queued_for=42)) as emulator:
+        emulator.set_timeline(Timeline(queued_for=1))
+        emulator.reset()
+        post(emulator, "/v1/videos/videos", {"model": "videos", "prompt": "p", "duration": 5})
+        assert emulator.generations[0].timeline.queued_for == 42
+        origin = emulator.base_url.removesuffix("/kyyReactApiServer")
+        bad = requests.post(origin + "/_emulator/fault", json={"kind": "nonsense"}, timeout=5)
+        assert bad.status_code == 400

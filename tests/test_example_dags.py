@@ -28,6 +28,7 @@ ALL_DAGS = [
     "example_starvideos",
     "example_vidgen_mapped",
     "example_vidgen_daily",
+    "example_vidgen_deferrable",
 ]
 
 pytestmark = pytest.mark.e2e
@@ -190,3 +191,41 @@ def test_failed_generation_fails_the_run_with_api_error(dags_test: Any, vidgen_e
     assert f"Generation {create.generation_id} failed: prompt violates the content policy" in run.output
     assert run.tasks[("wait", -1)][0] == "failed"
     assert SECRET_KEY not in run.output
+
+
+def test_deferrable_operator_and_sensor(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    run = dags_test("example_vidgen_deferrable")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.output.count("running trigger in line") == 2  # both tasks deferred to the trigger
+    star = vidgen_emulator.requests_to("starvideos_create")[0].generation_id
+    videos = vidgen_emulator.requests_to("videos_create")[0].generation_id
+    assert len(vidgen_emulator.creates()) == 2
+    # The operator: the same XComs as the synchronous wait.
+    assert run.xcom[("create_and_wait", -1, "return_value")] == star
+    assert run.xcom[("create_and_wait", -1, "generation_id")] == star
+    assert run.xcom[("create_and_wait", -1, "video_url")].startswith(
+        f"{vidgen_emulator.download_base_url}/files/{star}"
+    )
+    assert run.xcom[("create_and_wait", -1, "actual_duration")] == 6
+    # The sensor: the same result dict as in poke mode.
+    result = run.xcom[("wait", -1, "return_value")]
+    assert result["id"] == videos
+    assert result["status"] == "completed"
+    assert set(result) == {"id", "status", "model", "created", "video_url", "actual_duration", "error"}
+    # Polled by the trigger (several reads per id), and every read carried the key to the API only.
+    reads = vidgen_emulator.requests_to("result")
+    assert {r.generation_id for r in reads} == {star, videos}
+    assert len(reads) >= 4
+    assert SECRET_KEY not in run.output
+
+
+def test_deferred_failure_gives_the_same_error_as_poking(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    vidgen_emulator.script_prompt(
+        "hummingbird", Timeline(queued_for=0.3, processing_for=0.2, outcome="failed", error="unsafe content")
+    )
+    run = dags_test("example_vidgen_deferrable")
+    assert run.state == "failed"
+    videos = vidgen_emulator.requests_to("videos_create")[0].generation_id
+    assert f"Generation {videos} failed: unsafe content" in run.output
+    assert run.tasks[("wait", -1)][0] == "failed"
+    assert run.tasks[("create_and_wait", -1)][0] == "success"

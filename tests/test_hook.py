@@ -110,7 +110,7 @@ def test_user_agent_and_keep_alive(hook: VidgenHook, emulator_conn: Emulator) ->
     for _ in range(5):
         hook.get_result(generation_id)
     assert len(emulator_conn.connections()) == 1  # one session, one kept-alive connection
-    assert hook.get_conn().headers["User-Agent"] == f"airflow-provider-vidgen/{__version__}"
+    assert {r.user_agent for r in emulator_conn.requests} == {f"airflow-provider-vidgen/{__version__}"}
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def test_create_retried_after_refusal_then_succeeds() -> None:
 def test_test_connection_ok_never_creates(hook: VidgenHook, emulator_conn: Emulator) -> None:
     ok, message = hook.test_connection()
     assert ok, message
-    assert "key accepted" in message
+    assert "key not rejected" in message
     assert emulator_conn.creates() == []
     assert [r.path for r in emulator_conn.requests] == [f"/kyyReactApiServer/v1/result/{PROBE_GENERATION_ID}"]
 
@@ -371,3 +371,57 @@ def test_create_with_unreadable_2xx_answer_is_an_unknown_outcome(hook: VidgenHoo
     with pytest.raises(VidgenCreateOutcomeUnknownError, match="outcome is unknown"):
         hook.create(VIDEOS)
     assert len(emulator_conn.creates()) == 1
+
+
+def test_403_is_an_auth_error(hook: VidgenHook, emulator_conn: Emulator) -> None:
+    emulator_conn.add_fault(Fault(kind="status", status=403, endpoint="result", msg="key disabled"))
+    with pytest.raises(VidgenAuthError, match="HTTP 403"):
+        hook.get_result("proj_1")
+    assert len(emulator_conn.requests) == 1
+
+
+def test_test_connection_wrong_base_path_is_not_ok(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = emulator_conn.base_url.replace("/kyyReactApiServer", "/wrong")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT", json.dumps({"conn_type": "vidgen", "host": wrong, "password": "k"})
+    )
+    ok, message = VidgenHook().test_connection()
+    assert not ok
+    assert "check the Base URL" in message
+
+
+def test_test_connection_makes_one_request_without_retries(hook: VidgenHook, emulator_conn: Emulator) -> None:
+    emulator_conn.add_fault(Fault(kind="status", status=503, endpoint="result", times=10))
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "503" in message
+    assert len(emulator_conn.requests) == 1
+
+
+def test_result_tolerates_loose_types(hook: VidgenHook, emulator_conn: Emulator) -> None:
+    from airflow_provider_vidgen import protocol
+
+    body = json.dumps(
+        {"id": 123, "status": "failed", "created": 1761635478.7, "error": {"message": "policy", "type": "x"}}
+    )
+    result = protocol.parse_result(200, body, "123", None)
+    assert (result.id, result.created, result.error) == ("123", 1761635478, "policy")
+
+
+def test_key_with_control_characters_refused_without_echo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT",
+        json.dumps({"conn_type": "vidgen", "host": "https://api.example.com", "password": "abc\ndef"}),
+    )
+    with pytest.raises(VidgenConfigError, match="control characters") as info:
+        VidgenHook().create(VIDEOS)
+    assert "abc" not in str(info.value)
+
+
+def test_uri_connection_keeps_port_and_path(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT",
+        f"vidgen://:{emulator_conn.api_key}@127.0.0.1:{emulator_conn.port}/kyyReactApiServer",
+    )
+    hook = VidgenHook()
+    assert hook.settings.base_url == f"https://127.0.0.1:{emulator_conn.port}/kyyReactApiServer"

@@ -28,6 +28,21 @@ def test_static_bad_input_is_a_dag_import_error() -> None:
         VideosCreateOperator(task_id="t", prompt="cat", duration=5, image="https://a/1.png")
 
 
+def test_jinja_in_a_field_that_is_not_templated_fails_at_import() -> None:
+    with pytest.raises(VidgenValidationError, match="ratio"):
+        VideosCreateOperator(task_id="t", prompt="{{ ds }}", duration=5, ratio="{{ params.ratio }}")
+
+
+def test_static_fields_checked_even_when_others_are_templated() -> None:
+    with pytest.raises(VidgenValidationError, match="duration") as info:
+        VideosCreateOperator(task_id="t", prompt="{{ ds }}", duration=20)
+    assert "prompt" not in str(info.value)
+    # The templated field's own problems wait for run time: "{{ params.d }}" is not a number yet.
+    VideosCreateOperator(task_id="t", prompt="cat", duration="{{ params.d }}")
+    # Cross-field rules wait too when a field they involve is templated.
+    VideosCreateOperator(task_id="t", prompt="cat", duration=5, image="{{ params.first }}")
+
+
 def test_templated_input_is_validated_at_run_time(context: dict[str, Any], emulator_conn: Emulator) -> None:
     op = VideosCreateOperator(task_id="t", prompt="{{ ds }}", duration="{{ params.d }}")  # no error yet
     op.prompt, op.duration = "a cat on 2026-01-01", "99"  # what rendering would produce

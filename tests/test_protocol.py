@@ -118,3 +118,13 @@ def test_backoff_grows_is_capped_jittered_and_honours_retry_after() -> None:
         assert ceiling / 2 <= delay <= ceiling
     assert len({round(d, 6) for d in delays}) == len(delays)  # jitter: no two alike
     assert protocol.backoff_delay(1, 1.0, 8.0, retry_after=30) == 30
+
+
+def test_retry_after_is_capped() -> None:
+    assert protocol.parse_retry_after("86400") == protocol.MAX_RETRY_AFTER
+    assert protocol.parse_retry_after("nan") is None
+
+
+def test_none_generation_id_explains_the_missing_xcom() -> None:
+    with pytest.raises(VidgenValidationError, match="found no XCom"):
+        protocol.result_path("None")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -16,8 +17,8 @@ from airflow_provider_vidgen._compat import mask_secret
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_vidgen.exceptions import (
-    VidgenAPIError,
     VidgenAuthError,
+    VidgenConfigError,
     VidgenCreateOutcomeUnknownError,
     VidgenMalformedResponseError,
     VidgenNotFoundError,
@@ -29,6 +30,8 @@ T = TypeVar("T")
 
 #: Id used by ``test_connection``: reading its result never creates or bills anything.
 PROBE_GENERATION_ID = "airflow-provider-vidgen-connection-test"
+#: Timeout of the connection test's single request, seconds (the UI waits on it).
+PROBE_TIMEOUT = 10.0
 
 
 class _Retry(VidgenTransientError):
@@ -37,8 +40,8 @@ class _Retry(VidgenTransientError):
 
 def _never_connected(exc: requests.RequestException) -> bool:
     """True when ``exc`` proves the request never reached the server (so nothing was created)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True  # no connection, or the TLS handshake failed before any byte of the request
     if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
         reason = exc.args[0] if exc.args else None
         reason = getattr(reason, "reason", reason)
@@ -163,22 +166,25 @@ class VidgenHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check the base URL and key without creating (billing) anything.
 
-        Reads the result of a probe id that does not exist: 401/403 means the key is rejected; any
-        other answer from the API (normally 404) means it is reachable and accepted the key.
+        Reads the result of a probe id that does not exist, once, with no retries and a short
+        timeout: 401/403 means the key is rejected; a JSON 404 (the unknown id) means the API is
+        reachable and did not reject the key; anything else is reported as a problem.
         """
+        probe = VidgenHook(self.vidgen_conn_id)
+        probe.settings = replace(self.settings, timeout=PROBE_TIMEOUT, connect_timeout=PROBE_TIMEOUT, max_retries=0)
         try:
-            self.get_result(PROBE_GENERATION_ID)
+            probe.get_result(PROBE_GENERATION_ID)
         except VidgenAuthError as err:
             return False, f"API key rejected: {err}"
-        except VidgenNotFoundError:
-            return True, "API reachable and API key accepted (probe id unknown, as expected)"
-        except VidgenAPIError as err:
-            if err.http_status is not None and err.http_status < 500:
-                return True, f"API reachable and API key accepted (probe answered HTTP {err.http_status})"
-            return False, f"API not usable: {err}"
+        except VidgenNotFoundError as err:
+            if err.json_body:
+                return True, "API reachable and API key not rejected (the probe id is unknown, as expected)"
+            return False, f"The Base URL answered 404 without the API's JSON: check the Base URL ({err})"
         except Exception as err:
             return False, f"{type(err).__name__}: {protocol.redact(str(err), self._key_or_none())}"
-        return True, "API reachable and API key accepted"
+        finally:
+            probe.close()
+        return True, "API reachable and API key not rejected"
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -230,6 +236,11 @@ class VidgenHook(BaseHook):
             response = self.get_conn().request(
                 method, url, json=json, timeout=(settings.connect_timeout, settings.timeout), allow_redirects=False
             )
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
+            # Refused by the client before anything was sent: a configuration problem, never retried.
+            raise VidgenConfigError(
+                f"{what}: the request could not be built ({type(exc).__name__}); check the connection"
+            ) from None
         except requests.RequestException as exc:
             reason = f"{what}: {type(exc).__name__}: {protocol.redact(str(exc), settings.api_key)}"
             if not create or _never_connected(exc):

@@ -77,9 +77,11 @@ class _VidgenCreateOperator(BaseOperator):
         self.deferrable = deferrable
 
     def _validate_if_static(self) -> None:
-        # With no Jinja and no XComArg among the request's fields, a bad value is a DAG import error.
-        if not any(_is_templated(getattr(self, name)) for name in self.request_fields):
-            self.build_request()
+        # Every value known now (no Jinja, no XComArg) is checked now, so a mistake is a DAG import
+        # error. Jinja in a field that is not templated is never rendered: it fails here too.
+        params = {name: getattr(self, name) for name in self.request_fields}
+        unknown = {name for name in set(self.template_fields) & set(params) if _is_templated(params[name])}
+        self.request_class.check_known(params, unknown)
 
     def build_request(self) -> VideosRequest | StarVideosRequest:
         """Validate the (rendered) parameters into the request model.
@@ -94,6 +96,12 @@ class _VidgenCreateOperator(BaseOperator):
         return VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
 
     def execute(self, context: Context) -> str:
+        try:
+            return self._create_and_maybe_wait(context)
+        finally:
+            self.hook.close()
+
+    def _create_and_maybe_wait(self, context: Context) -> str:
         request = self.build_request()
         self.log.info("Creating %s generation: %s", self.family, request.summary())
         generation_id = self.hook.create(request)

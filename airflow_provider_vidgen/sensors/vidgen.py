@@ -76,14 +76,16 @@ class VideoGenerationSensor(BaseSensorOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        if self.deferrable:
-            return self._execute_deferrable(context)
         try:
+            if self.deferrable:
+                return self._execute_deferrable(context)
             return super().execute(context)
         except AirflowSensorTimeout as err:
             if isinstance(err, VidgenError):
                 raise
             raise self._timeout_error() from err
+        finally:
+            self.hook.close()
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         try:

@@ -128,6 +128,7 @@ class RecordedRequest:
     authorization: str | None
     body: Any
     peer: str | None = None
+    user_agent: str | None = None
     status: int | None = None
     fault: str | None = None
     generation_id: str | None = None
@@ -271,7 +272,8 @@ class Emulator:
         self._download_port = download_port
         self.url_ttl = url_ttl
         self._lock = threading.Lock()
-        self._state = _State(timeline=timeline or Timeline())
+        self._default_timeline = timeline or Timeline()
+        self._state = _State(timeline=replace(self._default_timeline))
         self._ids = itertools.count(1)
         self._video = _sample_video()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -326,9 +328,9 @@ class Emulator:
             self._state.clock_offset += seconds
 
     def reset(self) -> None:
-        """Forget generations, faults, scripts and the request log."""
+        """Forget generations, faults, scripts and the request log (back to the initial timeline)."""
         with self._lock:
-            self._state = _State()
+            self._state = _State(timeline=replace(self._default_timeline))
 
     # -- inspection -----------------------------------------------------------------------------
 
@@ -446,6 +448,7 @@ class Emulator:
             authorization=request.headers.get("Authorization"),
             body=body,
             peer=_peer(request),
+            user_agent=request.headers.get("User-Agent"),
         )
         with self._lock:
             self._state.log.append(entry)
@@ -649,7 +652,13 @@ class Emulator:
 
     async def _admin_action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
-        params = await request.json() if request.can_read_body else {}
+        try:
+            params = await request.json() if request.can_read_body else {}
+            return self._admin_apply(action, params)
+        except (TypeError, ValueError, KeyError) as err:
+            return self._json({"error": f"bad parameters for {action}: {err}"}, 400)
+
+    def _admin_apply(self, action: str, params: dict[str, Any]) -> web.Response:
         if action == "reset":
             self.reset()
         elif action == "fault":
