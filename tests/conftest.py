@@ -39,11 +39,19 @@ def emulator_conn(vidgen_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) ->
 class FakeTI:
     """Records what an operator pushes to XCom (the HTTP side is the real emulator)."""
 
+    task_id = "task"
+    map_index = -1
+
     def __init__(self) -> None:
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any, **_: Any) -> None:
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None, **_: Any) -> Any:
+        assert task_ids == self.task_id
+        assert map_indexes == self.map_index
+        return self.xcom.get(key)
 
 
 @pytest.fixture

@@ -1,0 +1,231 @@
+"""Deferrable sensor and operators: check before deferring, what they defer with, strict resumption.
+
+Poke, reschedule and deferrable modes must give the same XComs and the same errors for the same API
+behaviour: the events used here come from real trigger runs against the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+
+from airflow_provider_vidgen.exceptions import (
+    VidgenAuthError,
+    VidgenError,
+    VidgenGenerationFailedError,
+    VidgenSensorTimeoutError,
+    VidgenWaitTimeoutError,
+)
+from airflow_provider_vidgen.operators.vidgen import StarVideosCreateOperator, VideosCreateOperator
+from airflow_provider_vidgen.sensors.vidgen import VideoGenerationSensor
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
+from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+
+
+def operator(**kwargs: Any) -> VideosCreateOperator:
+    return VideosCreateOperator(
+        task_id="task", prompt="p", duration=5, wait_for_completion=True, deferrable=True, poll_interval=0.05, **kwargs
+    )
+
+
+def run_trigger(trigger: VideoGenerationTrigger) -> dict[str, Any]:
+    async def main() -> list[Any]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(asyncio.wait_for(main(), 30))
+    return event
+
+
+def deferred_trigger(info: pytest.ExceptionInfo[TaskDeferred]) -> VideoGenerationTrigger:
+    trigger = info.value.trigger
+    assert isinstance(trigger, VideoGenerationTrigger)
+    assert info.value.method_name == "execute_complete"
+    return trigger
+
+
+# -- operators -------------------------------------------------------------------------------------
+
+
+def test_operator_finishes_without_deferring_when_already_complete(
+    context: dict[str, Any], emulator_conn: Emulator
+) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
+    generation_id = operator().execute(context)
+    assert context["ti"].xcom["generation_id"] == generation_id
+    assert context["ti"].xcom["video_url"].startswith(emulator_conn.download_base_url)
+    assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_operator_pushes_id_then_defers_with_absolute_deadline(
+    context: dict[str, Any], emulator_conn: Emulator
+) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=60))
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        operator(timeout=600, vidgen_conn_id="vidgen_default").execute(context)
+    trigger = deferred_trigger(info)
+    generation_id = context["ti"].xcom["generation_id"]  # pushed before deferring
+    _, kwargs = trigger.serialize()
+    assert kwargs["generation_id"] == generation_id
+    assert kwargs["vidgen_conn_id"] == "vidgen_default"
+    assert kwargs["poll_interval"] == 0.05
+    assert before + 600 <= kwargs["end_time"] <= time.time() + 600
+    assert len(emulator_conn.creates()) == 1
+
+
+def test_operator_resumes_with_the_same_xcoms(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1, actual_duration=7))
+    op = StarVideosCreateOperator(task_id="task", prompt="p", wait_for_completion=True, deferrable=True)
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    event = run_trigger(deferred_trigger(info))
+    generation_id = op.execute_complete(context, event)
+    assert generation_id == context["ti"].xcom["generation_id"]
+    assert context["ti"].xcom["actual_duration"] == 7
+    assert context["ti"].xcom["video_url"] == event["result"]["video_url"]
+
+
+def test_failed_generation_same_error_deferred_or_not(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1, outcome="failed", error="policy"))
+    with pytest.raises(VidgenGenerationFailedError) as sync_error:
+        VideosCreateOperator(
+            task_id="task", prompt="p", duration=5, wait_for_completion=True, poll_interval=0.05
+        ).execute(context)
+    sync_id = context["ti"].xcom["generation_id"]
+    op = operator()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    deferred_id = context["ti"].xcom["generation_id"]
+    with pytest.raises(VidgenGenerationFailedError) as deferred_error:
+        op.execute_complete(context, run_trigger(deferred_trigger(info)))
+    assert str(sync_error.value).replace(sync_id, "ID") == str(deferred_error.value).replace(deferred_id, "ID")
+
+
+def test_timeout_same_error_deferred_or_not(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=3600))
+    with pytest.raises(VidgenWaitTimeoutError) as sync_error:
+        VideosCreateOperator(
+            task_id="task", prompt="p", duration=5, wait_for_completion=True, poll_interval=0.05, timeout=0.3
+        ).execute(context)
+    sync_id = context["ti"].xcom["generation_id"]
+    op = operator(timeout=0.3)
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    deferred_id = context["ti"].xcom["generation_id"]
+    with pytest.raises(VidgenWaitTimeoutError) as deferred_error:
+        op.execute_complete(context, run_trigger(deferred_trigger(info)))
+    assert str(sync_error.value).replace(sync_id, "ID") == str(deferred_error.value).replace(deferred_id, "ID")
+    assert "may still finish" in str(deferred_error.value)
+    assert "VideoGenerationSensor" in str(deferred_error.value)
+
+
+def test_auth_error_replayed_as_the_same_class(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=60))
+    op = operator()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    emulator_conn.add_fault(Fault(kind="status", status=401, endpoint="result"))
+    with pytest.raises(VidgenAuthError, match="HTTP 401"):
+        op.execute_complete(context, run_trigger(deferred_trigger(info)))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        "completed",
+        {"status": "succeeded", "generation_id": "ID"},
+        {"status": "completed", "generation_id": "someone-else"},
+        {"status": "completed", "generation_id": "ID", "result": {"id": "ID", "status": "processing"}},
+        {"status": "completed", "generation_id": "ID", "result": {"id": "ID", "status": "completed"}},
+    ],
+    ids=["none", "string", "unknown-status", "other-id", "not-completed", "no-url"],
+)
+def test_execute_complete_rejects_unexpected_events(context: dict[str, Any], event: Any) -> None:
+    context["ti"].xcom["generation_id"] = "ID"
+    if isinstance(event, dict):
+        event = {"result": None, "message": None, "last_status": None, "error_class": None, **event}
+    with pytest.raises(VidgenError) as info:
+        operator().execute_complete(context, event)
+    assert type(info.value) is VidgenError
+    assert "video_url" not in context["ti"].xcom
+
+
+# -- sensor ----------------------------------------------------------------------------------------
+
+
+def sensor(generation_id: str, **kwargs: Any) -> VideoGenerationSensor:
+    return VideoGenerationSensor(
+        task_id="wait", generation_id=generation_id, poke_interval=0.05, deferrable=True, **kwargs
+    )
+
+
+def create(emulator: Emulator, timeline: Timeline) -> str:
+    from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+    from airflow_provider_vidgen.models import VideosRequest
+
+    emulator.queue_timeline(timeline)
+    return VidgenHook().create(VideosRequest.build(model="videos", prompt="p", duration=5))
+
+
+def test_sensor_done_without_deferring(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    result = sensor(generation_id).execute(context)
+    assert result["id"] == generation_id
+    assert result["status"] == "completed"
+
+
+def test_sensor_defers_then_returns_the_poke_mode_dict(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.1, actual_duration=5))
+    s = sensor(generation_id, timeout=120)
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(context)
+    trigger = deferred_trigger(info)
+    assert trigger.end_time == pytest.approx(time.time() + 120, abs=5)
+    deferred = s.execute_complete(context, run_trigger(trigger))
+    poked = VideoGenerationSensor(task_id="w", generation_id=generation_id).poke(context)
+    assert deferred == poked.xcom_value  # type: ignore[union-attr]
+
+
+def test_sensor_timeout_fails_without_retries_or_skips(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=3600))
+    s = sensor(generation_id, timeout=0.3)
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(context)
+    event = run_trigger(deferred_trigger(info))
+    with pytest.raises(VidgenSensorTimeoutError) as error:
+        s.execute_complete(context, event)
+    assert isinstance(error.value, AirflowSensorTimeout)
+    assert generation_id in str(error.value)
+    with pytest.raises(AirflowSkipException):
+        sensor(generation_id, timeout=0.3, soft_fail=True).execute_complete(context, event)
+
+
+def test_poke_mode_timeout_names_the_generation(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    generation_id = create(emulator_conn, Timeline(queued_for=3600))
+    s = VideoGenerationSensor(task_id="wait", generation_id=generation_id, poke_interval=0.05, timeout=0.2)
+    with pytest.raises(VidgenSensorTimeoutError, match=rf"{generation_id} did not finish.*last status: queued"):
+        s.execute(context)
+
+
+def test_default_deferrable_follows_airflow_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import airflow_provider_vidgen.operators.vidgen as operators
+    import airflow_provider_vidgen.sensors.vidgen as sensors
+
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    try:
+        importlib.reload(operators)
+        importlib.reload(sensors)
+        assert operators.VideosCreateOperator(task_id="t", prompt="p", duration=5).deferrable is True
+        assert sensors.VideoGenerationSensor(task_id="s", generation_id="x").deferrable is True
+    finally:
+        monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")
+        importlib.reload(operators)
+        importlib.reload(sensors)
+    assert operators.VideosCreateOperator(task_id="t", prompt="p", duration=5).deferrable is False
