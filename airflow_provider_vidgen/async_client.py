@@ -41,7 +41,11 @@ _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shared] = weakr
 
 def _new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=POOL_SIZE, keepalive_timeout=KEEPALIVE_SECONDS)
-    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies; skip the jar's work on every answer
+    )
 
 
 @asynccontextmanager
@@ -63,34 +67,44 @@ async def shared_session() -> AsyncIterator[aiohttp.ClientSession]:
             await shared.session.close()
 
 
-async def fetch_result(
-    session: aiohttp.ClientSession, settings: ConnectionSettings, generation_id: str
-) -> GenerationResult:
-    """One read of the result endpoint (no retry: the caller's wait decides what comes next).
+class ResultReader:
+    """Reads one generation's result; everything that does not change between polls is built once.
 
-    :param session: The shared session.
     :param settings: The connection's settings (base URL, key, timeouts).
     :param generation_id: The generation to read.
-    :raises VidgenError: the same classes as ``VidgenHook.get_result``.
     """
-    path = protocol.result_path(generation_id)
-    what = f"GET {path}"
-    timeout = aiohttp.ClientTimeout(total=settings.timeout + settings.connect_timeout, connect=settings.connect_timeout)
-    try:
-        async with session.get(
-            settings.base_url + path,
-            headers={"Authorization": f"Bearer {settings.api_key}"},
-            timeout=timeout,
-            allow_redirects=False,
-        ) as response:
-            body = await response.text()
-            status = response.status
-            retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        reason = protocol.redact(str(exc), settings.api_key) or "no detail"
-        raise VidgenTransientError(f"{what}: {type(exc).__name__}: {reason}") from None
-    if 300 <= status < 400:
-        raise protocol.error_for_redirect(status, what)
-    if status >= 400:
-        raise protocol.error_for_status(status, body, what, settings.api_key, retry_after)
-    return protocol.parse_result(status, body, generation_id, settings.api_key)
+
+    def __init__(self, settings: ConnectionSettings, generation_id: str) -> None:
+        self.settings = settings
+        self.generation_id = generation_id
+        path = protocol.result_path(generation_id)
+        self.url = settings.base_url + path
+        self.what = f"GET {path}"
+        self.headers = {"Authorization": f"Bearer {settings.api_key}"}
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.timeout + settings.connect_timeout, connect=settings.connect_timeout
+        )
+
+    async def read(self, session: aiohttp.ClientSession) -> GenerationResult:
+        """One read of the result endpoint (no retry: the caller's wait decides what comes next).
+
+        :param session: The shared session.
+        :raises VidgenError: the same classes as ``VidgenHook.get_result``.
+        """
+        secret = self.settings.api_key
+        try:
+            async with session.get(
+                self.url, headers=self.headers, timeout=self.timeout, allow_redirects=False
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reason = protocol.redact(str(exc), secret) or "no detail"
+            raise VidgenTransientError(f"{self.what}: {type(exc).__name__}: {reason}") from None
+        body = raw.decode("utf-8", "replace")
+        if 300 <= status < 400:
+            raise protocol.error_for_redirect(status, self.what)
+        if status >= 400:
+            raise protocol.error_for_status(status, body, self.what, secret, retry_after)
+        return protocol.parse_result(status, body, self.generation_id, secret, what=self.what)

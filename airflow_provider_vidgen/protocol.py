@@ -167,13 +167,15 @@ def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
     return task_id
 
 
-def parse_result(status: int, body: str, generation_id: str, secret: str | None) -> GenerationResult:
+def parse_result(
+    status: int, body: str, generation_id: str, secret: str | None, what: str | None = None
+) -> GenerationResult:
     """A :class:`GenerationResult` from a 2xx answer of the result endpoint.
 
     Accepts the documented flat object and, defensively, the same object wrapped in the
     ``{code, msg, data}`` envelope (a non-"0" code is an error).
     """
-    what = f"GET {result_path(generation_id)}"
+    what = what or f"GET {result_path(generation_id)}"
     payload = _json(body)
     if isinstance(payload, dict) and "status" not in payload and "code" in payload:
         if str(payload.get("code")) != "0":

@@ -66,6 +66,7 @@ def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
         "end_time",
         "max_consecutive_failures",
         "started_at",
+        "last_status",
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
@@ -181,15 +182,14 @@ def test_shared_client_reused_across_triggers(emulator_conn: Emulator) -> None:
     ids = [create(emulator_conn, Timeline(queued_for=0.5, processing_for=0.5)) for _ in range(40)]
     sessions: set[int] = set()
 
-    original = async_client.fetch_result
+    original = async_client.ResultReader.read
 
-    async def spy(session, settings, generation_id):  # type: ignore[no-untyped-def]
+    async def spy(self, session):  # type: ignore[no-untyped-def]
         sessions.add(id(session))
-        return await original(session, settings, generation_id)
+        return await original(self, session)
 
-    async_client_fetch = "airflow_provider_vidgen.triggers.vidgen.fetch_result"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(async_client_fetch, spy)
+        mp.setattr(async_client.ResultReader, "read", spy)
         results = run_all([trigger(i, poll=0.1) for i in ids])
     assert all(events[0]["status"] == "completed" for events in results)
     polls = len(emulator_conn.requests_to("result"))
@@ -233,13 +233,16 @@ def test_restarted_trigger_continues_the_same_wait(emulator_conn: Emulator) -> N
 
 
 def test_nothing_blocks_the_event_loop(emulator_conn: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    ids = [create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2)) for _ in range(20)]
+    run_one(trigger(create(emulator_conn, Timeline(queued_for=0, processing_for=0))))  # one-time imports
+    ids = [create(emulator_conn, Timeline(queued_for=0.5, processing_for=0.5)) for _ in range(10)]
+    # Slow answers: a blocking HTTP call or a blocking sleep would hold the loop for 0.3 s.
+    emulator_conn.add_fault(Fault(kind="delay", delay=0.3, endpoint="result", times=10))
 
     async def main() -> list[list[dict[str, Any]]]:
         loop = asyncio.get_running_loop()
         loop.set_debug(True)
-        loop.slow_callback_duration = 0.1  # asyncio logs any step that holds the loop longer
-        return await asyncio.gather(*(collect(trigger(i)) for i in ids))
+        loop.slow_callback_duration = 0.2  # asyncio logs any step that holds the loop longer
+        return await asyncio.gather(*(collect(trigger(i, poll=0.3)) for i in ids))
 
     caplog.set_level(logging.WARNING, logger="asyncio")
     results = asyncio.run(main())
@@ -259,10 +262,11 @@ def test_connection_resolved_once_per_run(emulator_conn: Emulator, monkeypatch: 
         return await original(conn_id)
 
     monkeypatch.setattr(trigger_module, "_aget_connection", counting)
-    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2))
-    run_one(trigger(generation_id))
-    assert len(emulator_conn.requests_to("result")) >= 3
-    assert lookups == ["vidgen_default"]
+    ids = [create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2)) for _ in range(5)]
+    results = run_all([trigger(i) for i in ids])
+    assert all(events[0]["status"] == "completed" for events in results)
+    assert len(emulator_conn.requests_to("result")) >= 15
+    assert lookups == ["vidgen_default"]  # never per poll; one lookup shared by the loop's triggers
 
 
 def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator) -> None:

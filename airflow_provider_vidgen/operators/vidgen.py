@@ -145,6 +145,7 @@ class _VidgenCreateOperator(BaseOperator):
                 end_time=now + self.timeout,
                 max_consecutive_failures=self.max_consecutive_failures,
                 started_at=now,
+                last_status=tracker.last_status,
             ),
             method_name="execute_complete",
         )

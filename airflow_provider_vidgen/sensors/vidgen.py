@@ -114,6 +114,7 @@ class VideoGenerationSensor(BaseSensorOperator):
                 end_time=now + float(self.timeout),
                 max_consecutive_failures=self.max_consecutive_failures,
                 started_at=now,
+                last_status=self.tracker.last_status,
             ),
             method_name="execute_complete",
         )

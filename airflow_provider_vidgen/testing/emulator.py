@@ -29,6 +29,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 BASE_PATH = "/kyyReactApiServer"
+#: A request carrying this header (any value) gets HTTP 404 from the result endpoint until the
+#: generation is terminal: the semantics of a generic "wait until the URL stops answering 404"
+#: sensor, used by the trigger benchmark's baseline.
+NOT_FOUND_UNTIL_DONE_HEADER = "X-Emulator-404-Until-Done"
 DEFAULT_API_KEY = "test-key"
 ENDPOINTS = ("videos_create", "starvideos_create", "result", "download")
 FAULT_KINDS = ("status", "drop", "delay", "malformed", "envelope", "unknown_status")
@@ -418,6 +422,7 @@ class Emulator:
         api.router.add_post(BASE_PATH + "/v1/starvideos/videos", self._starvideos_create)
         api.router.add_get(BASE_PATH + "/v1/result/{id}", self._result)
         api.router.add_get("/_emulator/requests", self._admin_requests)
+        api.router.add_get("/_emulator/generations", self._admin_generations)
         api.router.add_post("/_emulator/{action}", self._admin_action)
         downloads = web.Application()
         downloads.router.add_get("/files/{name}", self._download)
@@ -524,7 +529,9 @@ class Emulator:
         elif endpoint == "starvideos_create":
             response = self._create_starvideos(body, entry)
         else:
-            response = self._read_result(request.match_info["id"], fault, entry)
+            response = self._read_result(
+                request.match_info["id"], fault, entry, NOT_FOUND_UNTIL_DONE_HEADER in request.headers
+            )
         if fault is not None and fault.after_create:
             answer = await self._apply_fault(request, fault, entry)
             if answer is not None:
@@ -582,7 +589,9 @@ class Emulator:
             }
         )
 
-    def _read_result(self, generation_id: str, fault: Fault | None, entry: RecordedRequest) -> web.Response:
+    def _read_result(
+        self, generation_id: str, fault: Fault | None, entry: RecordedRequest, not_found_until_done: bool = False
+    ) -> web.Response:
         entry.generation_id = generation_id
         with self._lock:
             generation = self._state.generations.get(generation_id)
@@ -592,6 +601,8 @@ class Emulator:
         status = generation.status(now)
         if fault is not None and fault.kind == "unknown_status":
             status = fault.value
+        if not_found_until_done and status not in ("completed", "failed"):
+            return self._json({"code": "404", "msg": f"task {generation_id} is {status}", "data": None}, 404)
         answer: dict[str, Any] = {
             "id": generation.id,
             "object": "video",
@@ -649,6 +660,18 @@ class Emulator:
 
     async def _admin_requests(self, request: web.Request) -> web.Response:
         return self._json([asdict(entry) for entry in self.requests])
+
+    async def _admin_generations(self, request: web.Request) -> web.Response:
+        return self._json(
+            [
+                {
+                    "id": g.id,
+                    "created_at": g.created_at,
+                    "done_at": g.created_at + g.timeline.queued_for + g.timeline.processing_for,
+                }
+                for g in self.generations
+            ]
+        )
 
     async def _admin_action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_vidgen import protocol
-from airflow_provider_vidgen.async_client import fetch_result, shared_session
+from airflow_provider_vidgen.async_client import ResultReader, shared_session
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.events import make_event
 from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
@@ -24,6 +25,14 @@ JITTER = 0.1
 FIRST_CHECK_WITHIN = 2.0
 
 
+#: Seconds a resolved connection is shared by the triggers of one event loop.
+CONNECTION_TTL = 30.0
+
+_settings_cache: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[ConnectionSettings]]]
+] = weakref.WeakKeyDictionary()
+
+
 async def _aget_connection(conn_id: str) -> Any:
     aget = getattr(BaseHook, "aget_connection", None)
     if aget is not None:  # Airflow 3: async lookup through the task SDK
@@ -33,6 +42,30 @@ async def _aget_connection(conn_id: str) -> Any:
     return await sync_to_async(BaseHook.get_connection)(conn_id)
 
 
+async def _lookup_settings(conn_id: str) -> ConnectionSettings:
+    return ConnectionSettings.from_connection(await _aget_connection(conn_id))
+
+
+async def resolve_settings(conn_id: str) -> ConnectionSettings:
+    """The connection's settings, looked up once and shared by this loop's triggers for a short while.
+
+    Thousands of triggers started together (a mapped task, a restarted triggerer) cost one lookup;
+    a failed lookup is not cached; after :data:`CONNECTION_TTL` seconds a key change is picked up.
+    """
+    loop = asyncio.get_running_loop()
+    cache = _settings_cache.setdefault(loop, {})
+    now = time.monotonic()
+    entry = cache.get(conn_id)
+    stale = entry is None or now - entry[0] > CONNECTION_TTL
+    if not stale and entry is not None and entry[1].done() and entry[1].exception() is not None:
+        stale = True
+    if stale:
+        entry = (now, asyncio.ensure_future(_lookup_settings(conn_id)))
+        cache[conn_id] = entry
+    assert entry is not None
+    return await asyncio.shield(entry[1])
+
+
 class VideoGenerationTrigger(BaseTrigger):
     """Poll the result endpoint until the generation is terminal or ``end_time`` passes.
 
@@ -40,11 +73,13 @@ class VideoGenerationTrigger(BaseTrigger):
     result), ``failed`` (with the API's error), ``timeout`` or ``error``.
 
     :param generation_id: The generation to wait on.
-    :param vidgen_conn_id: Airflow connection of type ``vidgen`` (resolved once per run).
+    :param vidgen_conn_id: Airflow connection of type ``vidgen`` (resolved once per run; triggers on
+        one event loop share a lookup for :data:`CONNECTION_TTL` seconds).
     :param poll_interval: Seconds between polls (jittered by +/-10%).
     :param end_time: Absolute deadline, unix seconds; a restarted trigger keeps it.
     :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff).
     :param started_at: Unix time the wait began (for elapsed times in the log across restarts).
+    :param last_status: The status the task saw before deferring (so it is not logged twice).
     """
 
     def __init__(
@@ -55,6 +90,7 @@ class VideoGenerationTrigger(BaseTrigger):
         end_time: float,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         started_at: float | None = None,
+        last_status: str | None = None,
     ) -> None:
         super().__init__()
         self.generation_id = generation_id
@@ -63,6 +99,7 @@ class VideoGenerationTrigger(BaseTrigger):
         self.end_time = float(end_time)
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.started_at = float(started_at) if started_at is not None else time.time()
+        self.last_status = last_status
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive arguments (no secrets: the key is looked up from the connection)."""
@@ -75,6 +112,7 @@ class VideoGenerationTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "started_at": self.started_at,
+                "last_status": self.last_status,
             },
         )
 
@@ -94,10 +132,12 @@ class VideoGenerationTrigger(BaseTrigger):
             started_at=self.started_at,
             clock=time.time,
         )
+        tracker.last_status = self.last_status
         try:
-            settings = ConnectionSettings.from_connection(await _aget_connection(self.vidgen_conn_id))
+            settings = await resolve_settings(self.vidgen_conn_id)
         except VidgenError as err:
             return make_event("error", self.generation_id, error=err)
+        reader = ResultReader(settings, self.generation_id)
         delay = random.uniform(0, min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2))
         async with shared_session() as session:
             while True:
@@ -111,7 +151,7 @@ class VideoGenerationTrigger(BaseTrigger):
                     )
                 await asyncio.sleep(min(delay, remaining))
                 try:
-                    result = await fetch_result(session, settings, self.generation_id)
+                    result = await reader.read(session)
                 except VidgenError as err:
                     try:
                         tracker.on_error(err)
