@@ -33,10 +33,10 @@ uv_bin() {
   echo "$VENVS/tools/bin/uv"
 }
 
-# airflow_env VERSION: a virtualenv with Airflow VERSION, this package (editable) and the test tools,
-# pinned by constraints/airflow-VERSION.txt. Prints the venv path.
+# airflow_env VERSION [EXTRAS]: a virtualenv with Airflow VERSION, this package (editable) and the
+# test tools (or EXTRAS, default "test"), pinned by constraints/airflow-VERSION.txt. Prints the venv path.
 airflow_env() {
-  local version="$1" venv="$VENVS/airflow-$1" uv
+  local version="$1" extras="${2:-test}" venv="$VENVS/airflow-$1" uv
   uv="$(uv_bin)"
   if [ ! -x "$venv/bin/python" ]; then
     echo "==> creating .venv/airflow-$version" >&2
@@ -45,6 +45,6 @@ airflow_env() {
   echo "==> installing Airflow $version + airflow-provider-vidgen into .venv/airflow-$version" >&2
   VIRTUAL_ENV="$venv" "$uv" pip install --quiet \
     --constraint "$ROOT/constraints/airflow-$version.txt" \
-    "apache-airflow==$version" -e "$ROOT[test]" >&2
+    "apache-airflow==$version" -e "$ROOT[$extras]" >&2
   echo "$venv"
 }

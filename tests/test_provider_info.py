@@ -99,3 +99,33 @@ def test_airflow_providers_cli_lists_package_and_connection_type() -> None:
     assert packages["airflow-provider-vidgen"]["version"] == __version__
     hooks = {h["connection_type"]: h for h in _cli_json("providers", "hooks")}
     assert hooks["vidgen"]["class"] == "airflow_provider_vidgen.hooks.vidgen.VidgenHook"
+
+
+def test_dag_parse_imports_no_runtime_machinery() -> None:
+    """Importing the operator and sensor modules (every DAG parse) pulls in no async client or trigger code."""
+    code = (
+        "import sys\n"
+        "try:\n    import airflow.sdk\nexcept ImportError:\n    import airflow\n"
+        "before = set(sys.modules)\n"
+        "import airflow_provider_vidgen.operators.vidgen, airflow_provider_vidgen.sensors.vidgen\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    env = {**os.environ}
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    added = json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
+    runtime_only = [
+        m
+        for m in added
+        if m.split(".")[0] in ("aiohttp", "httpx", "yarl", "multidict")
+        or m.startswith(
+            (
+                "airflow_provider_vidgen.triggers",
+                "airflow_provider_vidgen.async_client",
+                "airflow_provider_vidgen.events",
+                "airflow_provider_vidgen.testing",
+            )
+        )
+    ]
+    assert runtime_only == []
+    assert "airflow_provider_vidgen.operators.vidgen" in added

@@ -23,6 +23,15 @@ from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, Wa
 JITTER = 0.1
 #: The first check comes within this many seconds of the start (at most 20% of the interval).
 FIRST_CHECK_WITHIN = 2.0
+#: Wake-ups are rounded up to this grid (seconds): triggers due within the same tick wake together,
+#: so the event loop handles their polls in one pass instead of one pass each.
+TICK = 0.1
+
+
+def _until_next_tick(delay: float, now: float) -> float:
+    """``delay``, lengthened by less than :data:`TICK` to end on the tick grid."""
+    wake = now + delay
+    return delay + (-wake) % TICK
 
 
 #: Seconds a resolved connection is shared by the triggers of one event loop.
@@ -149,7 +158,7 @@ class VideoGenerationTrigger(BaseTrigger):
                         message=str(tracker.timeout_error(self.end_time - self.started_at)),
                         last_status=tracker.last_status,
                     )
-                await asyncio.sleep(min(delay, remaining))
+                await asyncio.sleep(min(_until_next_tick(delay, time.time()), remaining))
                 try:
                     result = await reader.read(session)
                 except VidgenError as err:
