@@ -33,16 +33,19 @@ uv_bin() {
   echo "$VENVS/tools/bin/uv"
 }
 
-# airflow_env VERSION [EXTRAS]: a virtualenv with Airflow VERSION, this package (editable) and the
-# test tools (or EXTRAS, default "test"), pinned by constraints/airflow-VERSION.txt. Prints the venv path.
+# airflow_env VERSION [EXTRAS] [PYTHON]: a virtualenv with Airflow VERSION, this package (editable)
+# and the test tools (or EXTRAS, default "test"), pinned by constraints/airflow-VERSION.txt, on
+# PYTHON (default: the one found above). Prints the venv path.
 airflow_env() {
-  local version="$1" extras="${2:-test}" venv="$VENVS/airflow-$1" uv
+  local version="$1" extras="${2:-test}" python="${3:-$PY}" venv uv
+  venv="$VENVS/airflow-$version"
+  [ "$python" = "$PY" ] || venv="$venv-$("$python" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
   uv="$(uv_bin)"
   if [ ! -x "$venv/bin/python" ]; then
-    echo "==> creating .venv/airflow-$version" >&2
-    "$uv" venv --quiet --python "$PY" "$venv" >&2
+    echo "==> creating ${venv#"$ROOT/"}" >&2
+    "$uv" venv --quiet --python "$python" "$venv" >&2
   fi
-  echo "==> installing Airflow $version + airflow-provider-vidgen into .venv/airflow-$version" >&2
+  echo "==> installing Airflow $version + airflow-provider-vidgen into ${venv#"$ROOT/"}" >&2
   VIRTUAL_ENV="$venv" "$uv" pip install --quiet \
     --constraint "$ROOT/constraints/airflow-$version.txt" \
     "apache-airflow==$version" -e "$ROOT[$extras]" >&2
