@@ -115,11 +115,12 @@ class VidgenMalformedResponseError(VidgenTransientError):
     """A 2xx answer that does not have the documented shape (not JSON, fields missing)."""
 
 
-class VidgenCreateOutcomeUnknownError(VidgenError):
-    """A create request may or may not have created (and billed) a task.
+class VidgenCreateOutcomeUnknownError(VidgenError, AirflowFailException):
+    """A create request may or may not have created (and billed) a task. Not retried by default.
 
     Raised after a read timeout, a dropped connection or a 5xx once the request was sent. The API
-    has no idempotency key, so the provider never resends such a request by itself.
+    has no idempotency key, so the provider never resends such a request by itself, and the task
+    fails without Airflow retries unless the operator has ``retry_on_unknown_create_outcome=True``.
     """
 
 

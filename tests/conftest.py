@@ -10,10 +10,15 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="vidgen-airflow-ho
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
 from airflow_provider_vidgen.testing.emulator import Emulator
 
 pytest_plugins = ["airflow_provider_vidgen.testing.pytest_plugin"]
@@ -78,3 +83,69 @@ def log_text(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str
     text.seen = ""  # type: ignore[attr-defined]
     yield text
     task_logger.propagate = propagate
+
+
+# -- end to end: `airflow dags test` in a subprocess against the emulator ---------------------------
+
+SECRET_KEY = "sk-e2e-SECRET-9f8e7d6c"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+@dataclass
+class Run:
+    """What one ``airflow dags test`` left behind."""
+
+    returncode: int
+    output: str
+    run_id: str
+    state: str
+    xcom: dict[tuple[str, int, str], Any]
+    tasks: dict[tuple[str, int], tuple[str, int]]
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite metadata database for the session's ``dags test`` runs."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return home
+
+
+@pytest.fixture
+def dags_test_in(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore[no-untyped-def]
+    """``dags_test_in(folder)(dag_id, logical_date, **env)`` runs ``airflow dags test`` and reads the result."""
+    emulator = vidgen_emulator
+    emulator.api_key = SECRET_KEY
+
+    def in_folder(dags_folder: Path, **extras: Any):  # type: ignore[no-untyped-def]
+        def run(dag_id: str, logical_date: str = "2026-03-04", **env_extra: str) -> Run:
+            env = {
+                **os.environ,
+                "AIRFLOW_HOME": str(airflow_home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW_CONN_VIDGEN_DEFAULT": conn_json(emulator, **extras),
+                "VIDGEN_EXAMPLE_POLL_INTERVAL": "0.2",
+                **env_extra,
+            }
+            env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+            done = subprocess.run(
+                [AIRFLOW, "dags", "test", dag_id, logical_date], env=env, capture_output=True, text=True, timeout=300
+            )
+            db = airflow_home / "airflow.db"
+            run_id, state = latest_run(db, dag_id)
+            return Run(
+                done.returncode,
+                done.stdout + done.stderr,
+                run_id,
+                state,
+                run_xcoms(db, dag_id, run_id),
+                task_states(db, dag_id, run_id),
+            )
+
+        return run
+
+    yield in_folder
+    emulator.api_key = "test-key"

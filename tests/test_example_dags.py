@@ -5,22 +5,15 @@ Asserts the run's XComs (read from the metadata database) and the requests the e
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_vidgen.testing import Emulator, Timeline
-from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
-from tests.conftest import conn_json
+from tests.conftest import SECRET_KEY
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-SECRET_KEY = "sk-e2e-SECRET-9f8e7d6c"
 ALL_DAGS = [
     "example_vidgen_text_to_video",
     "example_vidgen_first_last_frame",
@@ -34,60 +27,9 @@ ALL_DAGS = [
 pytestmark = pytest.mark.e2e
 
 
-@dataclass
-class Run:
-    returncode: int
-    output: str
-    run_id: str
-    state: str
-    xcom: dict[tuple[str, int, str], Any]
-    tasks: dict[tuple[str, int], tuple[str, int]]
-
-
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {**os.environ, "AIRFLOW_HOME": str(home)}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    return home
-
-
 @pytest.fixture
-def dags_test(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore[no-untyped-def]
-    emulator = vidgen_emulator
-    emulator.api_key = SECRET_KEY
-
-    def run(dag_id: str, logical_date: str = "2026-03-04", **env_extra: str) -> Run:
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_VIDGEN_DEFAULT": conn_json(emulator),
-            "VIDGEN_EXAMPLE_POLL_INTERVAL": "0.2",
-            **env_extra,
-        }
-        env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-        done = subprocess.run(
-            [AIRFLOW, "dags", "test", dag_id, logical_date],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        db = airflow_home / "airflow.db"
-        run_id, state = latest_run(db, dag_id)
-        return Run(
-            done.returncode,
-            done.stdout + done.stderr,
-            run_id,
-            state,
-            run_xcoms(db, dag_id, run_id),
-            task_states(db, dag_id, run_id),
-        )
-
-    yield run
-    emulator.api_key = "test-key"
+def dags_test(dags_test_in: Any) -> Any:
+    return dags_test_in(EXAMPLES)
 
 
 def test_examples_parse_without_import_errors() -> None:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_vidgen.exceptions import VidgenError
+from airflow_provider_vidgen.durable import STATE_KEY, decide, request_fingerprint, stored_record
+from airflow_provider_vidgen.exceptions import VidgenCreateOutcomeUnknownError, VidgenError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker, wait_for_generation
@@ -66,9 +67,13 @@ class _VidgenCreateOperator(BaseOperator):
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        durable: bool = True,
+        retry_on_unknown_create_outcome: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.durable = durable
+        self.retry_on_unknown_create_outcome = retry_on_unknown_create_outcome
         self.vidgen_conn_id = vidgen_conn_id
         self.wait_for_completion = wait_for_completion
         self.poll_interval = _seconds(poll_interval, "poll_interval")
@@ -103,14 +108,26 @@ class _VidgenCreateOperator(BaseOperator):
 
     def _create_and_maybe_wait(self, context: Context) -> str:
         request = self.build_request()
-        self.log.info("Creating %s generation: %s", self.family, request.summary())
-        generation_id = self.hook.create(request)
+        store = self._state_store(context)
+        fingerprint = request_fingerprint(request)
+        # Before anything is billed: did an earlier try of this task instance create a generation?
+        decision = decide(store.get(STATE_KEY) if store is not None else None, fingerprint, self.hook.get_result)
+        if store is not None:
+            self.log.info("Durable create: %s", decision.reason)
+        if decision.generation_id is None:
+            generation_id = self._create(request)
+            if store is not None:
+                # Stored before any waiting or deferring, so every later try finds it.
+                store.set(STATE_KEY, stored_record(generation_id, fingerprint))
+        else:
+            generation_id = decision.generation_id
         # Pushed before any waiting, so the id survives a later failure of this task.
         context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
-        self.log.info("Created %s generation %s", self.family, generation_id)
         if not self.wait_for_completion:
             return generation_id
-        if self.deferrable:
+        if decision.action == "reuse" and decision.result is not None:
+            result = decision.result
+        elif self.deferrable:
             result = self._check_then_defer(generation_id)
         else:
             result = wait_for_generation(
@@ -122,6 +139,32 @@ class _VidgenCreateOperator(BaseOperator):
                 log=self.log,
             )
         self._push_result(context, result)
+        return generation_id
+
+    def _state_store(self, context: Context) -> Any:
+        """The task_state_store when ``durable`` (Airflow >= 3.3), else ``None`` (with a warning)."""
+        if not self.durable:
+            return None
+        store = context.get("task_state_store")
+        if store is None:
+            self.log.warning(
+                "durable=True, but this Airflow has no task_state_store (added in Airflow 3.3): "
+                "a retry of this task may create (and bill) a new generation"
+            )
+        return store
+
+    def _create(self, request: VideosRequest | StarVideosRequest) -> str:
+        self.log.info("Creating %s generation: %s", self.family, request.summary())
+        try:
+            generation_id = self.hook.create(request)
+        except VidgenCreateOutcomeUnknownError as err:
+            if not self.retry_on_unknown_create_outcome:
+                raise  # fails the task without Airflow retries
+            raise VidgenError(
+                f"{err} Airflow may retry this task (retry_on_unknown_create_outcome=True): "
+                f"the retry may create and bill a second generation."
+            ) from err
+        self.log.info("Created %s generation %s", self.family, generation_id)
         return generation_id
 
     def _check_then_defer(self, generation_id: str) -> GenerationResult:
@@ -197,6 +240,11 @@ class VideosCreateOperator(_VidgenCreateOperator):
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
     :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
         Default: Airflow's ``[operators] default_deferrable``.
+    :param durable: Remember the generation in the task_state_store (Airflow >= 3.3) so a later try
+        of this task instance reconnects to it or reuses it instead of creating (billing) another.
+    :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
+        (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
+        without retries.
     """
 
     template_fields: Sequence[str] = (
@@ -267,6 +315,11 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
     :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
         Default: Airflow's ``[operators] default_deferrable``.
+    :param durable: Remember the generation in the task_state_store (Airflow >= 3.3) so a later try
+        of this task instance reconnects to it or reuses it instead of creating (billing) another.
+    :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
+        (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
+        without retries.
     """
 
     template_fields: Sequence[str] = ("prompt", "duration", "images", "vidgen_conn_id")

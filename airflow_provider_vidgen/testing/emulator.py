@@ -142,7 +142,7 @@ class RecordedRequest:
 class _State:
     timeline: Timeline = field(default_factory=Timeline)
     queued_timelines: list[Timeline] = field(default_factory=list)
-    prompt_timelines: dict[str, Timeline] = field(default_factory=dict)
+    prompt_timelines: dict[str, list[Timeline]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     generations: dict[str, Generation] = field(default_factory=dict)
     log: list[RecordedRequest] = field(default_factory=list)
@@ -314,10 +314,12 @@ class Emulator:
         with self._lock:
             self._state.queued_timelines.extend(timelines)
 
-    def script_prompt(self, marker: str, timeline: Timeline) -> None:
-        """Every generation whose prompt contains ``marker`` follows ``timeline``."""
+    def script_prompt(self, marker: str, *timelines: Timeline) -> None:
+        """Generations whose prompt contains ``marker`` follow ``timelines`` in order, the last one repeating."""
+        if not timelines:
+            raise ValueError("give at least one timeline")
         with self._lock:
-            self._state.prompt_timelines[marker] = timeline
+            self._state.prompt_timelines[marker] = list(timelines)
 
     def add_fault(self, fault: Fault | None = None, **kwargs: Any) -> Fault:
         """Inject a fault (a :class:`Fault` or its keyword arguments)."""
@@ -544,7 +546,7 @@ class Emulator:
             timeline = state.timeline
             for marker, scripted in state.prompt_timelines.items():
                 if marker in body.get("prompt", ""):
-                    timeline = scripted
+                    timeline = scripted.pop(0) if len(scripted) > 1 else scripted[0]
                     break
             else:
                 if state.queued_timelines:
