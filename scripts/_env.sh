@@ -23,6 +23,18 @@ find_python() {
 
 PY="$(find_python)"
 
+# find_python310: a Python 3.10 interpreter if the machine has one (on PATH or under pyenv), else nothing.
+find_python310() {
+  local candidate
+  for candidate in python3.10 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10*/bin/python3.10 /usr/bin/python3.10; do
+    if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 10) else 1)' >/dev/null 2>&1; then
+      command -v "$candidate" 2>/dev/null || echo "$candidate"
+      return 0
+    fi
+  done
+  return 0
+}
+
 uv_bin() {
   # uv from PyPI, in a tools virtualenv of its own.
   if [ ! -x "$VENVS/tools/bin/uv" ]; then

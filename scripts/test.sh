@@ -21,10 +21,9 @@ done
 
 # The oldest supported Python, when the machine has it: the unit tests on Airflow 3.3.2
 # (Python 3.10 resolves older pins, e.g. common-compat 1.20).
-if [ "$("$PY" -c 'import sys; print(sys.version_info[:2] == (3, 10))')" = False ] &&
-   command -v python3.10 >/dev/null 2>&1 &&
-   python3.10 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 10) else 1)' 2>/dev/null; then
-  venv="$(airflow_env 3.3.2 test "$(command -v python3.10)")"
+py310="$(find_python310)"
+if [ "$("$PY" -c 'import sys; print(sys.version_info[:2] == (3, 10))')" = False ] && [ -n "$py310" ]; then
+  venv="$(airflow_env 3.3.2 test "$py310")"
   echo "==> [Airflow 3.3.2, Python 3.10] pytest (without the airflow dags test runs)"
   home="$(mktemp -d)"
   AIRFLOW_HOME="$home" "$venv/bin/python" -m pytest -p no:cacheprovider -m "not e2e" -q "$@" ||
