@@ -62,8 +62,15 @@ def test_template_fields() -> None:
         "reference_images",
         "reference_videos",
         "vidgen_conn_id",
+        "output_path",
     }
-    assert set(StarVideosCreateOperator.template_fields) == {"prompt", "duration", "images", "vidgen_conn_id"}
+    assert set(StarVideosCreateOperator.template_fields) == {
+        "prompt",
+        "duration",
+        "images",
+        "vidgen_conn_id",
+        "output_path",
+    }
 
 
 def test_videos_create_returns_id_and_pushes_it(context: dict[str, Any], emulator_conn: Emulator) -> None:

@@ -14,6 +14,14 @@ from airflow_provider_vidgen.durable import STATE_KEY, decide, request_fingerpri
 from airflow_provider_vidgen.exceptions import VidgenCreateOutcomeUnknownError, VidgenError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+from airflow_provider_vidgen.saving import (
+    VideoSaver,
+    VidgenOutputExistsError,
+    as_storage_path,
+    check_if_exists,
+    existing_manifest,
+    record_asset_events,
+)
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker, wait_for_generation
 
 if TYPE_CHECKING:
@@ -23,6 +31,7 @@ if TYPE_CHECKING:
 XCOM_GENERATION_ID = "generation_id"
 XCOM_VIDEO_URL = "video_url"
 XCOM_ACTUAL_DURATION = "actual_duration"
+XCOM_OUTPUT = "output"
 
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = timedelta(hours=1)
@@ -69,11 +78,16 @@ class _VidgenCreateOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         durable: bool = True,
         retry_on_unknown_create_outcome: bool = False,
+        output_path: Any = None,
+        if_output_exists: str = "skip",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_if_exists(if_output_exists, "if_output_exists")
         self.durable = durable
         self.retry_on_unknown_create_outcome = retry_on_unknown_create_outcome
+        self.output_path = output_path
+        self.if_output_exists = if_output_exists
         self.vidgen_conn_id = vidgen_conn_id
         self.wait_for_completion = wait_for_completion
         self.poll_interval = _seconds(poll_interval, "poll_interval")
@@ -100,14 +114,23 @@ class _VidgenCreateOperator(BaseOperator):
         """The hook for ``vidgen_conn_id`` (created after templates are rendered)."""
         return VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
 
-    def execute(self, context: Context) -> str:
+    def execute(self, context: Context) -> str | None:
         try:
             return self._create_and_maybe_wait(context)
         finally:
             self.hook.close()
 
-    def _create_and_maybe_wait(self, context: Context) -> str:
+    def _create_and_maybe_wait(self, context: Context) -> str | None:
         request = self.build_request()
+        output = as_storage_path(self.output_path) if self.output_path else None
+        if output is not None and output.exists():
+            if self.if_output_exists == "fail":
+                raise VidgenOutputExistsError(f"{output} already exists (if_output_exists='fail'); nothing was created")
+            if self.if_output_exists == "skip":
+                manifest = existing_manifest(output)
+                self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
+                context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
+                return None
         store = self._state_store(context)
         fingerprint = request_fingerprint(request)
         # Before anything is billed: did an earlier try of this task instance create a generation?
@@ -123,7 +146,7 @@ class _VidgenCreateOperator(BaseOperator):
             generation_id = decision.generation_id
         # Pushed before any waiting, so the id survives a later failure of this task.
         context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
-        if not self.wait_for_completion:
+        if not self.wait_for_completion and output is None:
             return generation_id
         if decision.action == "reuse" and decision.result is not None:
             result = decision.result
@@ -204,7 +227,10 @@ class _VidgenCreateOperator(BaseOperator):
         if not generation_id:
             raise VidgenError(f"Cannot resume {ti.task_id}: no {XCOM_GENERATION_ID!r} XCom was pushed before deferring")
         result = result_from_event(event, generation_id, self.timeout)
-        self._push_result(context, result)
+        try:
+            self._push_result(context, result)
+        finally:
+            self.hook.close()
         return generation_id
 
     def _push_result(self, context: Context, result: GenerationResult) -> None:
@@ -216,13 +242,21 @@ class _VidgenCreateOperator(BaseOperator):
             result.actual_duration,
             result.video_url,
         )
+        if self.output_path:
+            # On the worker (after a deferral too), never in the triggerer.
+            manifest = VideoSaver(self.hook.settings, self.log).save(
+                result.id, self.hook.get_result, as_storage_path(self.output_path)
+            )
+            context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
+            record_asset_events(context, self.outlets, manifest)
 
 
 class VideosCreateOperator(_VidgenCreateOperator):
     """Create a Videos generation; push its id; optionally wait for it.
 
     XCom: ``return_value`` and ``generation_id`` = the generation id (``projectId``), pushed right
-    after creation; with ``wait_for_completion``, also ``video_url`` and ``actual_duration``.
+    after creation; with ``wait_for_completion``, also ``video_url`` and ``actual_duration``; with
+    ``output_path``, also ``output`` (the saved video's manifest).
 
     :param prompt: What to generate; non-empty, at most 1500 characters. Templated.
     :param duration: Seconds of video, 4 to 15. Templated.
@@ -245,6 +279,10 @@ class VideosCreateOperator(_VidgenCreateOperator):
     :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
         (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
         without retries.
+    :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
+        implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
+    :param if_output_exists: When ``output_path`` exists as the task starts: ``skip`` (create nothing,
+        bill nothing, push the existing object's manifest), ``overwrite`` or ``fail``.
     """
 
     template_fields: Sequence[str] = (
@@ -255,6 +293,7 @@ class VideosCreateOperator(_VidgenCreateOperator):
         "reference_images",
         "reference_videos",
         "vidgen_conn_id",
+        "output_path",
     )
     request_class = VideosRequest
     request_fields = (
@@ -320,9 +359,13 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
         (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
         without retries.
+    :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
+        implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
+    :param if_output_exists: When ``output_path`` exists as the task starts: ``skip`` (create nothing,
+        bill nothing, push the existing object's manifest), ``overwrite`` or ``fail``.
     """
 
-    template_fields: Sequence[str] = ("prompt", "duration", "images", "vidgen_conn_id")
+    template_fields: Sequence[str] = ("prompt", "duration", "images", "vidgen_conn_id", "output_path")
     request_class = StarVideosRequest
     request_fields = ("model", "prompt", "duration", "ratio", "images")
     family = "StarVideos"
@@ -346,10 +389,66 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
         self._validate_if_static()
 
 
+class VideoDownloadOperator(BaseOperator):
+    """Save a finished generation's video to object storage (before its temporary URL expires).
+
+    Reads the result right before downloading (never trusts an old URL; an expired one is replaced by
+    asking again), streams the video in chunks to a temporary object and moves it into place, checks
+    ``Content-Length``, retries transient errors with backoff, and never sends the API key to the
+    video host. Returns (XCom ``return_value``) the manifest
+    ``generation_id, uri, bytes, sha256, content_type, actual_duration, model``. With ``outlets``
+    (assets), the manifest becomes the ``extra`` of each asset event.
+
+    :param generation_id: The generation whose video to save. Templated.
+    :param destination: URI (``s3://...``, ``gs://...``, ``file://...``), plain local path, or
+        ``ObjectStoragePath``. Templated.
+    :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
+    :param if_exists: ``overwrite`` (default), ``skip`` (keep the existing object, download nothing)
+        or ``fail``.
+    """
+
+    template_fields: Sequence[str] = ("generation_id", "destination", "vidgen_conn_id")
+    ui_color = "#ede7f6"
+
+    def __init__(
+        self,
+        *,
+        generation_id: str,
+        destination: Any,
+        vidgen_conn_id: str = VidgenHook.default_conn_name,
+        if_exists: str = "overwrite",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_if_exists(if_exists)
+        self.generation_id = generation_id
+        self.destination = destination
+        self.vidgen_conn_id = vidgen_conn_id
+        self.if_exists = if_exists
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        destination = as_storage_path(self.destination)
+        if destination.exists():
+            if self.if_exists == "fail":
+                raise VidgenOutputExistsError(f"{destination} already exists (if_exists='fail')")
+            if self.if_exists == "skip":
+                self.log.info("%s already exists (if_exists='skip'): nothing downloaded", destination)
+                return existing_manifest(destination, str(self.generation_id))
+        hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
+        try:
+            manifest = VideoSaver(hook.settings, self.log).save(str(self.generation_id), hook.get_result, destination)
+        finally:
+            hook.close()
+        record_asset_events(context, self.outlets, manifest)
+        return manifest
+
+
 __all__ = [
     "XCOM_ACTUAL_DURATION",
     "XCOM_GENERATION_ID",
+    "XCOM_OUTPUT",
     "XCOM_VIDEO_URL",
     "StarVideosCreateOperator",
+    "VideoDownloadOperator",
     "VideosCreateOperator",
 ]

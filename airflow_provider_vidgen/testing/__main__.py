@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processing-for", type=float, default=1.0, help="then seconds in processing")
     parser.add_argument("--outcome", default="completed", help="final status (completed or failed)")
     parser.add_argument("--url-file", type=Path, help="also write the base URL to this file once serving")
+    parser.add_argument("--video-bytes", type=int, help="size of every served video (default: a small real MP4)")
+    parser.add_argument("--url-ttl", type=float, default=3600.0, help="seconds a video_url stays valid")
     args = parser.parse_args(argv)
     _raise_fd_limit()
     emulator = Emulator(
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         download_port=args.download_port,
         timeline=Timeline(queued_for=args.queued_for, processing_for=args.processing_for, outcome=args.outcome),
+        url_ttl=args.url_ttl,
+        video_bytes=args.video_bytes,
     )
 
     async def serve() -> None:

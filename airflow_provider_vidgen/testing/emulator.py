@@ -35,7 +35,7 @@ BASE_PATH = "/kyyReactApiServer"
 NOT_FOUND_UNTIL_DONE_HEADER = "X-Emulator-404-Until-Done"
 DEFAULT_API_KEY = "test-key"
 ENDPOINTS = ("videos_create", "starvideos_create", "result", "download")
-FAULT_KINDS = ("status", "drop", "delay", "malformed", "envelope", "unknown_status")
+FAULT_KINDS = ("status", "drop", "delay", "malformed", "envelope", "unknown_status", "truncate", "redirect")
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Fault:
         ``drop`` (close the connection without an answer), ``delay`` (answer ``delay`` seconds late),
         ``malformed`` (HTTP 200 with a body that is not JSON), ``envelope`` (HTTP 200 with
         ``{"code": code, "msg": msg, "data": null}``), ``unknown_status`` (result answers ``status``
-        = ``value``).
+        = ``value``); for downloads also ``truncate`` (announce the full length, send half, drop the
+        connection) and ``redirect`` (302 to another path of the download host).
     :param endpoint: ``videos_create``, ``starvideos_create``, ``create`` (both), ``result``,
         ``download`` or ``any``.
     :param times: How many matching requests it applies to.
@@ -258,6 +259,8 @@ class Emulator:
     :param download_port: Port of the download host stand-in (0 = any free port).
     :param timeline: Default timeline of new generations.
     :param url_ttl: Seconds a ``video_url`` stays valid after the result answer that issued it.
+    :param video_bytes: Size of the served video; by default the bundled small MP4. A larger size
+        repeats the MP4's bytes (streamed, for download benchmarks).
     """
 
     def __init__(
@@ -269,6 +272,7 @@ class Emulator:
         download_port: int = 0,
         timeline: Timeline | None = None,
         url_ttl: float = 3600.0,
+        video_bytes: int | None = None,
     ) -> None:
         self.api_key = api_key
         self.host = host
@@ -280,6 +284,7 @@ class Emulator:
         self._state = _State(timeline=replace(self._default_timeline))
         self._ids = itertools.count(1)
         self._video = _sample_video()
+        self.video_bytes = video_bytes if video_bytes is not None else len(self._video)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -428,6 +433,7 @@ class Emulator:
         api.router.add_post("/_emulator/{action}", self._admin_action)
         downloads = web.Application()
         downloads.router.add_get("/files/{name}", self._download)
+        downloads.router.add_get("/blobs/{name}", self._download)
         for app, attr, port in ((api, "port", self._port), (downloads, "download_port", self._download_port)):
             runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0)
             await runner.setup()
@@ -632,10 +638,18 @@ class Emulator:
     async def _result(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "result")
 
+    def video_content(self) -> bytes:
+        """The exact bytes a download of any finished video returns."""
+        repeats = -(-self.video_bytes // len(self._video))
+        return (self._video * repeats)[: self.video_bytes]
+
     async def _download(self, request: web.Request) -> web.StreamResponse:
         entry = self._record(request, "download", None)
         fault = self._take_fault("download")
-        if fault is not None:
+        if fault is not None and fault.kind == "redirect":
+            entry.fault, entry.status = "redirect", 302
+            raise web.HTTPFound(f"/blobs/{request.match_info['name']}?{request.query_string}")
+        if fault is not None and fault.kind != "truncate":
             answer = await self._apply_fault(request, fault, entry)
             if answer is not None:
                 entry.status = answer.status
@@ -656,7 +670,25 @@ class Emulator:
             entry.status = 403
             return web.Response(status=403, text="this URL has expired")
         entry.status = 200
-        return web.Response(body=self._video, content_type="video/mp4")
+        return await self._stream_video(request, entry, truncate=fault is not None and fault.kind == "truncate")
+
+    async def _stream_video(self, request: web.Request, entry: RecordedRequest, truncate: bool) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = self.video_bytes
+        await response.prepare(request)
+        limit = self.video_bytes // 2 if truncate else self.video_bytes
+        sent, chunk = 0, self._video * max(1, (256 * 1024) // len(self._video))
+        while sent < limit:
+            piece = chunk[: limit - sent]
+            await response.write(piece)
+            sent += len(piece)
+        if truncate:
+            entry.fault = "truncate"
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
 
     # -- admin (command-line use) -----------------------------------------------------------------
 

@@ -1,0 +1,267 @@
+"""Saving videos: VideoDownloadOperator and output_path, against the emulator's download host."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+
+from airflow_provider_vidgen.connection import ConnectionSettings
+from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
+from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+from airflow_provider_vidgen.models import GenerationResult, VideosRequest
+from airflow_provider_vidgen.operators.vidgen import StarVideosCreateOperator, VideoDownloadOperator
+from airflow_provider_vidgen.saving import VideoSaver, VidgenOutputExistsError, as_storage_path
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
+from tests.conftest import conn_json
+
+
+def finished(emulator: Emulator, **timeline: Any) -> str:
+    emulator.queue_timeline(Timeline(**{"queued_for": 0, "processing_for": 0, **timeline}))
+    return VidgenHook().create(VideosRequest.build(model="videos", prompt="p", duration=6))
+
+
+def download(generation_id: str, destination: Any, **kwargs: Any) -> VideoDownloadOperator:
+    return VideoDownloadOperator(task_id="save", generation_id=generation_id, destination=destination, **kwargs)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_saves_bytes_and_manifest(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    generation_id = finished(emulator_conn, actual_duration=6.5)
+    target = tmp_path / "out" / "video.mp4"
+    manifest = download(generation_id, str(target)).execute(context)
+    expected = emulator_conn.video_content()
+    assert target.read_bytes() == expected
+    assert target.read_bytes()[4:8] == b"ftyp"  # a real MP4
+    assert manifest == {
+        "generation_id": generation_id,
+        "uri": f"file://{target}",
+        "bytes": len(expected),
+        "sha256": hashlib.sha256(expected).hexdigest(),
+        "content_type": "video/mp4",
+        "actual_duration": 6.5,
+        "model": "videos",
+    }
+    assert leftovers(target.parent) == ["video.mp4"]  # no temporary file left behind
+
+
+def test_reads_the_result_right_before_downloading(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    generation_id = finished(emulator_conn)
+    download(generation_id, tmp_path / "a.mp4").execute(context)
+    endpoints = [r.endpoint for r in emulator_conn.requests]
+    assert endpoints == ["videos_create", "result", "download"]
+
+
+def test_key_never_sent_to_the_download_host_even_across_redirects(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(Fault(kind="redirect", endpoint="download"))
+    download(generation_id, tmp_path / "a.mp4").execute(context)
+    downloads = emulator_conn.requests_to("download")
+    assert [r.path.split("?")[0] for r in downloads] == [f"/files/{generation_id}.mp4", f"/blobs/{generation_id}.mp4"]
+    assert [r.authorization for r in downloads] == [None, None]
+    assert all(r.authorization == f"Bearer {emulator_conn.api_key}" for r in emulator_conn.requests_to("result"))
+    assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
+
+
+def test_expired_url_is_replaced_by_asking_again(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    generation_id = finished(emulator_conn)
+    emulator_conn.url_ttl = -1  # every URL the API hands out has already expired...
+    saver_log: list[str] = []
+
+    class Log:
+        def info(self, msg: str, *args: Any) -> None:
+            saver_log.append(msg % args)
+
+        def warning(self, msg: str, *args: Any) -> None:
+            saver_log.append(msg % args)
+            emulator_conn.url_ttl = 3600  # ...until the first refusal
+
+    hook = VidgenHook()
+    VideoSaver(hook.settings, Log()).save(generation_id, hook.get_result, as_storage_path(tmp_path / "a.mp4"))
+    assert [r.status for r in emulator_conn.requests_to("download")] == [403, 200]
+    assert len(emulator_conn.requests_to("result")) == 2  # asked again for a fresh URL
+    first, second = (r.path for r in emulator_conn.requests_to("download"))
+    assert first != second
+    assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
+    emulator_conn.url_ttl = 3600
+
+
+def test_interrupted_download_leaves_nothing_and_the_retry_succeeds(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(Fault(kind="truncate", endpoint="download"))
+    target = tmp_path / "v.mp4"
+    manifest = download(generation_id, target).execute(context)
+    assert [r.fault for r in emulator_conn.requests_to("download")] == ["truncate", None]
+    assert target.read_bytes() == emulator_conn.video_content()
+    assert manifest["bytes"] == len(emulator_conn.video_content())
+    assert leftovers(tmp_path) == ["v.mp4"]
+
+
+def test_download_that_keeps_failing_leaves_no_file(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=2))
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(Fault(kind="truncate", endpoint="download", times=10))
+    with pytest.raises(VidgenTransientError, match="gave up after 3 attempts"):
+        download(generation_id, tmp_path / "v.mp4").execute(context)
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_destination_is_overwritten_by_default(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    target = tmp_path / "v.mp4"
+    target.write_bytes(b"old")
+    download(finished(emulator_conn), target).execute(context)
+    assert target.read_bytes() == emulator_conn.video_content()
+
+
+def test_if_exists_skip_downloads_nothing(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "v.mp4"
+    target.write_bytes(b"kept")
+    manifest = download("proj_x", target, if_exists="skip").execute(context)
+    assert target.read_bytes() == b"kept"
+    assert emulator_conn.requests == []
+    assert manifest["sha256"] == hashlib.sha256(b"kept").hexdigest()
+    assert manifest["bytes"] == 4
+    assert manifest["skipped"] is True
+
+
+def test_if_exists_fail(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "v.mp4"
+    target.write_bytes(b"kept")
+    with pytest.raises(VidgenOutputExistsError) as info:
+        download("proj_x", target, if_exists="fail").execute(context)
+    assert isinstance(info.value, AirflowFailException)
+    assert emulator_conn.requests == []
+
+
+def test_bad_if_exists_is_rejected_at_import() -> None:
+    with pytest.raises(VidgenError, match="if_exists"):
+        download("proj_x", "/tmp/x.mp4", if_exists="append")
+    with pytest.raises(VidgenError, match="if_output_exists"):
+        StarVideosCreateOperator(task_id="t", prompt="p", output_path="/tmp/x.mp4", if_output_exists="never")
+
+
+def test_not_completed_or_failed_generations(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    pending = finished(emulator_conn, queued_for=3600)
+    with pytest.raises(VidgenError, match=r"not completed \(status: queued\)"):
+        download(pending, tmp_path / "a.mp4").execute(context)
+    failed = finished(emulator_conn, outcome="failed", error="nsfw")
+    with pytest.raises(VidgenGenerationFailedError, match="nsfw"):
+        download(failed, tmp_path / "b.mp4").execute(context)
+    assert leftovers(tmp_path) == []
+    assert emulator_conn.requests_to("download") == []
+
+
+def test_only_http_video_urls_are_fetched(tmp_path: Path) -> None:
+    settings = ConnectionSettings(conn_id="c", base_url="https://api", api_key="k")
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(id="g", status="completed", video_url="file:///etc/passwd")
+    with pytest.raises(VidgenError, match="not an http"):
+        VideoSaver(settings, Log()).save("g", lambda _: result, as_storage_path(tmp_path / "a.mp4"))
+    assert leftovers(tmp_path) == []
+
+
+def test_plain_path_means_file_uri(tmp_path: Path) -> None:
+    assert str(as_storage_path(str(tmp_path / "x.mp4"))) == f"file://{tmp_path}/x.mp4"
+    assert str(as_storage_path(f"file://{tmp_path}/y.mp4")) == f"file://{tmp_path}/y.mp4"
+
+
+# -- output_path on the create operators --------------------------------------------------------------
+
+
+def star(target: Path, **kwargs: Any) -> StarVideosCreateOperator:
+    return StarVideosCreateOperator(task_id="task", prompt="p", poll_interval=0.05, output_path=str(target), **kwargs)
+
+
+def test_output_path_waits_and_saves(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1))
+    target = tmp_path / "2026-03-04" / "star.mp4"
+    generation_id = star(target).execute(context)  # wait_for_completion not set: output_path implies it
+    xcom = context["ti"].xcom
+    assert xcom["generation_id"] == generation_id
+    assert xcom["output"]["uri"] == f"file://{target}"
+    assert xcom["output"]["generation_id"] == generation_id
+    assert target.read_bytes() == emulator_conn.video_content()
+
+
+def test_output_exists_skip_creates_nothing(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "star.mp4"
+    target.write_bytes(b"already here")
+    assert star(target).execute(context) is None
+    assert emulator_conn.requests == []  # nothing created, nothing billed
+    assert context["ti"].xcom["output"]["sha256"] == hashlib.sha256(b"already here").hexdigest()
+
+
+def test_output_exists_overwrite(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
+    target = tmp_path / "star.mp4"
+    target.write_bytes(b"old")
+    star(target, if_output_exists="overwrite").execute(context)
+    assert len(emulator_conn.creates()) == 1
+    assert target.read_bytes() == emulator_conn.video_content()
+
+
+def test_output_exists_fail(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "star.mp4"
+    target.write_bytes(b"old")
+    with pytest.raises(VidgenOutputExistsError):
+        star(target, if_output_exists="fail").execute(context)
+    assert emulator_conn.requests == []
+
+
+def test_deferred_output_is_saved_on_resume(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1))
+    target = tmp_path / "star.mp4"
+    op = star(target, deferrable=True)
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    assert not target.exists()  # nothing saved before the wait
+
+    async def run() -> Any:
+        (event,) = [event.payload async for event in info.value.trigger.run()]
+        return event
+
+    event = asyncio.run(asyncio.wait_for(run(), 30))
+    downloads_before = len(emulator_conn.requests_to("download"))
+    assert downloads_before == 0  # the trigger never downloads
+    op.execute_complete(context, event)
+    assert target.read_bytes() == emulator_conn.video_content()
+    assert context["ti"].xcom["output"]["uri"] == f"file://{target}"
+
+
+def test_asset_events_carry_the_manifest(emulator_conn: Emulator, tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import Asset
+
+    from tests.conftest import FakeTI
+
+    class Event:
+        def __init__(self) -> None:
+            self.extra: dict[str, Any] = {}
+
+    asset = Asset("vidgen_test_videos")
+    events = {asset: Event()}
+    context = {"ti": FakeTI(), "outlet_events": events}
+    manifest = download(finished(emulator_conn), tmp_path / "a.mp4", outlets=[asset]).execute(context)
+    assert events[asset].extra == manifest
