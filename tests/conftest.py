@@ -120,7 +120,7 @@ def dags_test_in(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore
     emulator.api_key = SECRET_KEY
 
     def in_folder(dags_folder: Path, **extras: Any):  # type: ignore[no-untyped-def]
-        def run(dag_id: str, logical_date: str = "2026-03-04", **env_extra: str) -> Run:
+        def run(dag_id: str, logical_date: str = "2026-03-04", reserialize: bool = False, **env_extra: str) -> Run:
             env = {
                 **os.environ,
                 "AIRFLOW_HOME": str(airflow_home),
@@ -131,6 +131,8 @@ def dags_test_in(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore
                 **env_extra,
             }
             env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+            if reserialize:  # as a scheduler would: registers the DAGs' assets, so their events are kept
+                subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=300)
             done = subprocess.run(
                 [AIRFLOW, "dags", "test", dag_id, logical_date], env=env, capture_output=True, text=True, timeout=300
             )

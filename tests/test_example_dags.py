@@ -22,6 +22,7 @@ ALL_DAGS = [
     "example_vidgen_mapped",
     "example_vidgen_daily",
     "example_vidgen_deferrable",
+    "example_vidgen_daily_pipeline",
 ]
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +172,48 @@ def test_deferred_failure_gives_the_same_error_as_poking(dags_test: Any, vidgen_
     assert f"Generation {videos} failed: unsafe content" in run.output
     assert run.tasks[("wait", -1)][0] == "failed"
     assert run.tasks[("create_and_wait", -1)][0] == "success"
+
+
+def test_daily_pipeline_saves_videos_and_a_rerun_is_free(
+    dags_test: Any, vidgen_emulator: Emulator, airflow_home: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from airflow_provider_vidgen.testing.airflow_db import asset_events
+
+    output = tmp_path / "videos"
+    run = dags_test(
+        "example_vidgen_daily_pipeline", "2026-03-04", reserialize=True, VIDGEN_EXAMPLE_OUTPUT=f"file://{output}"
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    highlight, teaser = output / "2026-03-04" / "highlight.mp4", output / "2026-03-04" / "teaser.mp4"
+    content = vidgen_emulator.video_content()
+    assert highlight.read_bytes() == content
+    assert teaser.read_bytes() == content
+    assert content[4:8] == b"ftyp"  # real MP4 files
+    created = {c.endpoint: c.generation_id for c in vidgen_emulator.creates()}
+    assert created.keys() == {"videos_create", "starvideos_create"}
+    saved = run.xcom[("save_highlight", -1, "return_value")]
+    assert saved["generation_id"] == created["videos_create"]
+    assert saved["uri"] == f"file://{highlight}"
+    assert saved["sha256"] == hashlib.sha256(content).hexdigest()
+    assert run.xcom[("teaser", -1, "output")]["uri"] == f"file://{teaser}"
+    assert run.xcom[("teaser", -1, "generation_id")] == created["starvideos_create"]
+    # The download host never saw the key.
+    assert [r.authorization for r in vidgen_emulator.requests_to("download")] == [None, None]
+    # Asset events carry the manifests, for DAGs scheduled on the asset.
+    events = dict(asset_events(airflow_home / "airflow.db", "example_vidgen_daily_pipeline", run.run_id))
+    assert events["save_highlight"]["uri"] == f"file://{highlight}"
+    assert events["teaser"]["uri"] == f"file://{teaser}"
+
+    # Re-running the same day creates nothing and bills nothing.
+    vidgen_emulator.reset()
+    vidgen_emulator.api_key = SECRET_KEY
+    rerun = dags_test("example_vidgen_daily_pipeline", "2026-03-04", VIDGEN_EXAMPLE_OUTPUT=f"file://{output}")
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    assert vidgen_emulator.creates() == []
+    assert rerun.tasks[("create_highlight", -1)][0] == "skipped"
+    assert rerun.tasks[("save_highlight", -1)][0] == "skipped"
+    assert rerun.tasks[("teaser", -1)][0] == "success"
+    assert rerun.xcom[("teaser", -1, "output")]["skipped"] is True
+    assert highlight.read_bytes() == content

@@ -51,3 +51,15 @@ def task_states(db_path: str | Path, dag_id: str, run_id: str) -> dict[tuple[str
             (dag_id, run_id),
         ).fetchall()
     return {(task_id, map_index): (state, try_number) for task_id, map_index, state, try_number in rows}
+
+
+def asset_events(db_path: str | Path, dag_id: str, run_id: str) -> list[tuple[str, Any]]:
+    """``(source_task_id, extra)`` of the asset events (dataset events on Airflow 2) a run emitted."""
+    with sqlite3.connect(str(db_path)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        table = "asset_event" if "asset_event" in tables else "dataset_event"
+        rows = db.execute(
+            f"SELECT source_task_id, extra FROM {table} WHERE source_dag_id = ? AND source_run_id = ? ORDER BY id",  # noqa: S608
+            (dag_id, run_id),
+        ).fetchall()
+    return [(task_id, _load(extra)) for task_id, extra in rows]
