@@ -101,11 +101,13 @@ def main() -> None:
         with open(workdir / "big.mp4", "rb") as saved:
             while chunk := saved.read(1 << 20):
                 digest.update(chunk)
-        assert manifest["bytes"] == size and manifest["sha256"] == digest.hexdigest()
+        if manifest["bytes"] != size or manifest["sha256"] != digest.hexdigest():
+            raise SystemExit(f"saved file does not match: {manifest}")
         print(f"video: {size / 1e6:.0f} MB ({manifest['bytes']} bytes), sha256 verified")
         print(f"download: {elapsed:.2f} s, {size / 1e6 / elapsed:.0f} MB/s")
         print(
-            f"RSS before: {baseline:.1f} MB, peak during: {peak:.1f} MB, growth: {peak - baseline:.1f} MB (target < 64 MB)"
+            f"RSS before: {baseline:.1f} MB, peak during: {peak:.1f} MB, "
+            f"growth: {peak - baseline:.1f} MB (target < 64 MB)"
         )
     finally:
         emulator.terminate()
