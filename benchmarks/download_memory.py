@@ -21,13 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from trigger_capacity import rss_mb  # the sibling benchmark script (benchmarks/ is on sys.path)
 
 
 def main() -> None:
