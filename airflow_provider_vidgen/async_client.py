@@ -81,8 +81,10 @@ class ResultReader:
         self.url = settings.base_url + path
         self.what = f"GET {path}"
         self.headers = {"Authorization": f"Bearer {settings.api_key}"}
+        # sock_connect, not connect: aiohttp's "connect" also counts the wait for a free pooled
+        # connection, which is queueing, not a failure of the API.
         self.timeout = aiohttp.ClientTimeout(
-            total=settings.timeout + settings.connect_timeout, connect=settings.connect_timeout
+            total=settings.timeout + settings.connect_timeout, sock_connect=settings.connect_timeout
         )
 
     async def read(self, session: aiohttp.ClientSession) -> GenerationResult:

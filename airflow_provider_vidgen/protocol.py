@@ -100,6 +100,13 @@ def backoff_delay(
     return delay
 
 
+def gave_up(last: BaseException, attempts: int) -> VidgenTransientError:
+    """The error once a request's retries are spent (the same words for the hook and the trigger)."""
+    return VidgenTransientError(
+        f"{last} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})", getattr(last, "http_status", None)
+    )
+
+
 def _json(body: str) -> Any:
     try:
         return json.loads(body)

@@ -229,3 +229,45 @@ def test_default_deferrable_follows_airflow_config(monkeypatch: pytest.MonkeyPat
         importlib.reload(operators)
         importlib.reload(sensors)
     assert operators.VideosCreateOperator(task_id="t", prompt="p", duration=5).deferrable is False
+
+
+@pytest.mark.parametrize("failed_reads", [3, 4], ids=["outage-survived", "outage-too-long"])
+def test_same_outage_same_outcome_deferred_or_not(
+    context: dict[str, Any], emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch, failed_reads: int
+) -> None:
+    """Each poll retries its read once (max_retries=1); one failed poll is tolerated (budget 1)."""
+    from tests.conftest import conn_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=1))
+    emulator_conn.set_timeline(Timeline(queued_for=0.3, processing_for=0.3))
+    outcomes = []
+    for deferrable in (False, True):
+        emulator_conn.add_fault(Fault(kind="status", status=500, endpoint="result", times=failed_reads))
+        op = VideosCreateOperator(
+            task_id="task",
+            prompt="p",
+            duration=5,
+            wait_for_completion=True,
+            poll_interval=0.05,
+            max_consecutive_failures=1,
+            deferrable=deferrable,
+        )
+        try:
+            try:
+                op.execute(context)
+            except TaskDeferred as deferred:
+                op.execute_complete(
+                    context,
+                    run_trigger(
+                        deferred_trigger(
+                            pytest.ExceptionInfo.from_exc_info((type(deferred), deferred, deferred.__traceback__))
+                        )
+                    ),
+                )
+            outcomes.append("completed")
+        except VidgenError as err:
+            outcomes.append(f"{type(err).__name__}: {str(err).replace(context['ti'].xcom['generation_id'], 'ID')}")
+        emulator_conn.reset()
+        emulator_conn.set_timeline(Timeline(queued_for=0.3, processing_for=0.3))
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0] == "completed") == (failed_reads == 3)

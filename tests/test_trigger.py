@@ -67,6 +67,7 @@ def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
         "max_consecutive_failures",
         "started_at",
         "last_status",
+        "consecutive_failures",
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
@@ -142,14 +143,18 @@ def test_unknown_id_ends_at_once(emulator_conn: Emulator) -> None:
     assert event["error_class"] == "VidgenNotFoundError"
 
 
-def test_failure_budget_spent(emulator_conn: Emulator) -> None:
+def test_failure_budget_spent(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import conn_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=1))
     generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
     emulator_conn.add_fault(Fault(kind="status", status=500, endpoint="result", times=100))
     event = run_one(trigger(generation_id, max_consecutive_failures=3))
     assert event["status"] == "error"
     assert event["error_class"] == "VidgenTransientError"
     assert "4 consecutive failed polls" in event["message"]
-    assert len(emulator_conn.requests_to("result")) == 4
+    # Each poll retries its read once (max_retries=1), as VidgenHook.get_result does: 4 polls x 2 reads.
+    assert len(emulator_conn.requests_to("result")) == 8
 
 
 def test_unknown_status_is_never_completed(emulator_conn: Emulator) -> None:
@@ -178,7 +183,8 @@ def test_one_connection_for_all_polls_of_a_trigger(emulator_conn: Emulator) -> N
     assert len(emulator_conn.connections("result")) == 1
 
 
-def test_shared_client_reused_across_triggers(emulator_conn: Emulator) -> None:
+def test_shared_client_reused_across_triggers(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(async_client, "POOL_SIZE", 5)  # fewer connections than triggers
     ids = [create(emulator_conn, Timeline(queued_for=0.5, processing_for=0.5)) for _ in range(40)]
     sessions: set[int] = set()
 
@@ -195,7 +201,7 @@ def test_shared_client_reused_across_triggers(emulator_conn: Emulator) -> None:
     polls = len(emulator_conn.requests_to("result"))
     connections = len(emulator_conn.connections("result"))
     assert len(sessions) == 1  # one client for every trigger on the loop
-    assert connections <= 40  # pooled: bounded, not one per poll
+    assert connections <= 5  # bounded by the pool, not one per trigger or per poll
     assert polls >= 5 * connections
     assert async_client._sessions == {}  # closed once the last trigger left
 
@@ -278,3 +284,17 @@ def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator) -> Non
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 0.44 for gap in gaps), gaps  # 0.5 s - 10 % at the least
     assert len({round(gap, 3) for gap in gaps}) > 1  # jittered, not lock-step
+
+
+def test_restarted_trigger_spreads_its_first_check_over_an_interval(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.triggers import vidgen as trigger_module
+
+    windows: list[float] = []
+    monkeypatch.setattr(trigger_module.random, "uniform", lambda low, high: windows.append(high) or 0.0)
+    fresh = trigger("proj_1", poll=30)
+    restarted = trigger("proj_1", poll=30, started_at=time.time() - 600)
+    assert fresh._first_delay() == 0.0
+    assert restarted._first_delay() == 0.0
+    assert windows == [2.0, 30]  # a fresh wait checks within 2 s; a restarted one anywhere in 30 s

@@ -222,11 +222,8 @@ class VidgenHook(BaseHook):
             return retrying(self._send_once, method, path, parse, json, create)
         except RetryError as err:
             last = err.last_attempt.exception()
-            attempts = err.last_attempt.attempt_number
-            raise VidgenTransientError(
-                f"{last} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})",
-                getattr(last, "http_status", None),
-            ) from None
+            assert last is not None
+            raise protocol.gave_up(last, err.last_attempt.attempt_number) from None
 
     def _send_once(self, method: str, path: str, parse: Callable[[int, str, str], T], json: Any, create: bool) -> T:
         settings = self.settings

@@ -212,6 +212,7 @@ class _VidgenCreateOperator(BaseOperator):
                 max_consecutive_failures=self.max_consecutive_failures,
                 started_at=now,
                 last_status=tracker.last_status,
+                consecutive_failures=tracker.consecutive_failures,
             ),
             method_name="execute_complete",
         )

@@ -115,6 +115,7 @@ class VideoGenerationSensor(BaseSensorOperator):
                 max_consecutive_failures=self.max_consecutive_failures,
                 started_at=now,
                 last_status=self.tracker.last_status,
+                consecutive_failures=self.tracker.consecutive_failures,
             ),
             method_name="execute_complete",
         )

@@ -89,6 +89,7 @@ class VideoGenerationTrigger(BaseTrigger):
     :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff).
     :param started_at: Unix time the wait began (for elapsed times in the log across restarts).
     :param last_status: The status the task saw before deferring (so it is not logged twice).
+    :param consecutive_failures: Failed polls in a row before deferring (the budget is shared).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class VideoGenerationTrigger(BaseTrigger):
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         started_at: float | None = None,
         last_status: str | None = None,
+        consecutive_failures: int = 0,
     ) -> None:
         super().__init__()
         self.generation_id = generation_id
@@ -109,6 +111,7 @@ class VideoGenerationTrigger(BaseTrigger):
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.started_at = float(started_at) if started_at is not None else time.time()
         self.last_status = last_status
+        self.consecutive_failures = int(consecutive_failures)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive arguments (no secrets: the key is looked up from the connection)."""
@@ -122,6 +125,7 @@ class VideoGenerationTrigger(BaseTrigger):
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "started_at": self.started_at,
                 "last_status": self.last_status,
+                "consecutive_failures": self.consecutive_failures,
             },
         )
 
@@ -142,12 +146,14 @@ class VideoGenerationTrigger(BaseTrigger):
             clock=time.time,
         )
         tracker.last_status = self.last_status
+        tracker.consecutive_failures = self.consecutive_failures
         try:
             settings = await resolve_settings(self.vidgen_conn_id)
         except VidgenError as err:
             return make_event("error", self.generation_id, error=err)
         reader = ResultReader(settings, self.generation_id)
-        delay = random.uniform(0, min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2))
+        delay = self._first_delay()
+        attempt = 0  # failed reads within the current poll: retried like the hook retries them
         async with shared_session() as session:
             while True:
                 remaining = self.end_time - time.time()
@@ -162,12 +168,21 @@ class VideoGenerationTrigger(BaseTrigger):
                 try:
                     result = await reader.read(session)
                 except VidgenError as err:
+                    if isinstance(err, VidgenTransientError) and attempt < settings.max_retries:
+                        # The same policy as VidgenHook.get_result: backoff (and Retry-After) within the poll.
+                        attempt += 1
+                        delay = self._backoff(attempt, err, settings)
+                        continue
+                    if isinstance(err, VidgenTransientError):
+                        err = protocol.gave_up(err, attempt + 1)
+                    attempt = 0
                     try:
-                        tracker.on_error(err)
+                        tracker.on_error(err)  # one failed poll, as in the synchronous wait
                     except VidgenError as fatal:
                         return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
-                    delay = self._backoff(tracker.consecutive_failures, err, settings)
+                    delay = self._next_poll()
                     continue
+                attempt = 0
                 try:
                     done = tracker.on_result(result)
                 except VidgenGenerationFailedError as failed:
@@ -176,12 +191,22 @@ class VideoGenerationTrigger(BaseTrigger):
                     return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
                 if done is not None:
                     return make_event("completed", self.generation_id, result=done)
-                delay = self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
+                delay = self._next_poll()
 
-    def _backoff(self, failures: int, err: VidgenError, settings: ConnectionSettings) -> float:
+    def _first_delay(self) -> float:
+        # A trigger started long after its wait began was restarted (with thousands of others, maybe):
+        # spread its first check over a whole interval instead of the first seconds.
+        restarted = time.time() - self.started_at > self.poll_interval
+        window = self.poll_interval if restarted else min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2)
+        return random.uniform(0, window)
+
+    def _next_poll(self) -> float:
+        return self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
+
+    @staticmethod
+    def _backoff(attempt: int, err: VidgenError, settings: ConnectionSettings) -> float:
         retry_after = err.retry_after if isinstance(err, VidgenTransientError) else None
-        cap = max(self.poll_interval, settings.retry_max_delay)
-        return protocol.backoff_delay(failures, max(settings.retry_base_delay, 0.001), cap, retry_after)
+        return protocol.backoff_delay(attempt, settings.retry_base_delay, settings.retry_max_delay, retry_after)
 
 
 __all__ = ["VideoGenerationTrigger"]
