@@ -54,6 +54,14 @@ class Decision:
     result: GenerationResult | None = None
 
 
+def _unchecked(generation_id: str, err: VidgenError) -> VidgenTransientError:
+    return VidgenTransientError(
+        f"Could not check generation {generation_id}, created by an earlier try of this task; not "
+        f"creating another one (that could bill twice). {err}",
+        getattr(err, "http_status", None),
+    )
+
+
 def decide(stored: Any, fingerprint: str, get_result: Callable[[str], GenerationResult]) -> Decision:
     """Choose between reconnecting to, reusing or replacing the generation an earlier try created.
 
@@ -74,15 +82,13 @@ def decide(stored: Any, fingerprint: str, get_result: Callable[[str], Generation
         )
     try:
         result = get_result(generation_id)
-    except VidgenNotFoundError:
-        return Decision("create", f"resubmit: stored generation {generation_id} is unknown to the API")
+    except VidgenNotFoundError as err:
+        if err.json_body:  # the API's own answer, not a proxy's or a gateway's
+            return Decision("create", f"resubmit: stored generation {generation_id} is unknown to the API")
+        raise _unchecked(generation_id, err) from err
     except VidgenError as err:
         if isinstance(err, VidgenTransientError):
-            raise VidgenTransientError(
-                f"Could not check generation {generation_id}, created by an earlier try of this task; not "
-                f"creating another one (that could bill twice). {err}",
-                err.http_status,
-            ) from err
+            raise _unchecked(generation_id, err) from err
         raise
     if result.is_failed:
         return Decision("create", f"resubmit: stored generation {generation_id} failed: {result.error or 'no reason'}")

@@ -124,6 +124,11 @@ class VidgenCreateOutcomeUnknownError(VidgenError, AirflowFailException):
     """
 
 
+class VidgenStateNotRecordedError(VidgenError, AirflowFailException):
+    """A generation was created but its id could not be written to the task_state_store. Never retried
+    (a retry would not find it and would create, and bill, another)."""
+
+
 class VidgenGenerationFailedError(VidgenError):
     """The generation ended with status ``failed``.
 

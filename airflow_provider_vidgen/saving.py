@@ -46,8 +46,8 @@ class VidgenOutputExistsError(VidgenError, AirflowFailException):
 class _Retry(VidgenTransientError):
     """A failed download attempt that another attempt may fix."""
 
-    def __init__(self, message: str, refresh_url: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, refresh_url: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
         self.refresh_url = refresh_url
 
 
@@ -122,7 +122,10 @@ class VideoSaver:
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.max_retries + 1),
             wait=lambda state: protocol.backoff_delay(
-                state.attempt_number, self.settings.retry_base_delay, self.settings.retry_max_delay
+                state.attempt_number,
+                self.settings.retry_base_delay,
+                self.settings.retry_max_delay,
+                getattr(state.outcome.exception() if state.outcome else None, "retry_after", None),
             ),
             retry=retry_if_exception_type(_Retry),
             before_sleep=lambda state: self.log.warning(
@@ -180,12 +183,15 @@ class VideoSaver:
         try:
             with requests.Session() as session:  # a session of its own: no API key, ever
                 session.headers["User-Agent"] = USER_AGENT
+                # The bytes as stored: Content-Length then counts what is written, and nothing is inflated.
+                session.headers["Accept-Encoding"] = "identity"
                 response = session.get(url, stream=True, timeout=(self.settings.connect_timeout, self.settings.timeout))
                 with response:
                     if response.status_code in EXPIRED_STATUSES:
                         raise _Retry(f"GET {where}: HTTP {response.status_code} (expired URL?)", refresh_url=True)
                     if response.status_code in (408, 429) or response.status_code >= 500:
-                        raise _Retry(f"GET {where}: HTTP {response.status_code}")
+                        retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
+                        raise _Retry(f"GET {where}: HTTP {response.status_code}", retry_after=retry_after)
                     if response.status_code >= 400:
                         raise VidgenError(f"GET {where}: HTTP {response.status_code}")
                     expected = response.headers.get("Content-Length")
@@ -194,6 +200,9 @@ class VideoSaver:
             if expected is not None and expected.isdigit() and int(expected) != size:
                 raise _Retry(f"GET {where}: got {size} of {expected} bytes")
             temporary.rename(destination)
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
+            self._discard(temporary)  # e.g. a redirect to a non-http(s) URL: retrying cannot help
+            raise VidgenError(f"GET {where}: {type(exc).__name__}: refusing to follow it") from None
         except requests.RequestException as exc:
             self._discard(temporary)
             raise _Retry(f"GET {where}: {type(exc).__name__}") from None

@@ -161,3 +161,27 @@ def test_unknown_outcome_opt_in_to_airflow_retries(store: FakeStore, emulator_co
         op(retry_on_unknown_create_outcome=True).execute(new_try(store))
     assert not isinstance(info.value, AirflowFailException)
     assert "may create and bill a second generation" in str(info.value)
+
+
+def test_a_404_that_is_not_the_apis_answer_does_not_resubmit(store: FakeStore, emulator_conn: Emulator) -> None:
+    op(wait_for_completion=False).execute(new_try(store))
+    emulator_conn.add_fault(Fault(kind="status", status=404, endpoint="result", text="<html>Not Found</html>"))
+    with pytest.raises(VidgenTransientError, match="not creating another one"):
+        op(wait_for_completion=False).execute(new_try(store))
+    assert len(emulator_conn.creates()) == 1
+
+
+def test_id_that_cannot_be_recorded_fails_without_retries(emulator_conn: Emulator) -> None:
+    from airflow_provider_vidgen.exceptions import VidgenStateNotRecordedError
+
+    class BrokenStore(FakeStore):
+        def set(self, key: str, value: Any, **_: Any) -> None:
+            raise RuntimeError("store unavailable")
+
+    context = new_try(BrokenStore())  # type: ignore[arg-type]
+    with pytest.raises(VidgenStateNotRecordedError) as info:
+        op().execute(context)
+    assert isinstance(info.value, AirflowFailException)
+    generation_id = context["ti"].xcom["generation_id"]
+    assert generation_id in str(info.value)
+    assert len(emulator_conn.creates()) == 1

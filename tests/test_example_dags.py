@@ -217,3 +217,7 @@ def test_daily_pipeline_saves_videos_and_a_rerun_is_free(
     assert rerun.tasks[("teaser", -1)][0] == "success"
     assert rerun.xcom[("teaser", -1, "output")]["skipped"] is True
     assert highlight.read_bytes() == content
+    # Airflow emits the teaser's asset event anyway; it says what is there, and that nothing is new.
+    rerun_events = dict(asset_events(airflow_home / "airflow.db", "example_vidgen_daily_pipeline", rerun.run_id))
+    assert rerun_events["teaser"]["uri"] == f"file://{teaser}"
+    assert rerun_events["teaser"]["skipped"] is True

@@ -102,6 +102,7 @@ def test_wait_for_completion_pushes_video_url_and_duration(
     assert "model=starvideos_v3 mode=text-to-video duration=5s ratio=16:9" in logged
     assert f"Generation {generation_id}: processing -> completed after" in logged
     assert emulator_conn.api_key not in logged
+    assert "expires=" not in logged  # a temporary URL's query string (a signature, maybe) is not logged
 
 
 def test_failed_generation_fails_with_api_error_and_id(context: dict[str, Any], emulator_conn: Emulator) -> None:

@@ -265,3 +265,43 @@ def test_asset_events_carry_the_manifest(emulator_conn: Emulator, tmp_path: Path
     context = {"ti": FakeTI(), "outlet_events": events}
     manifest = download(finished(emulator_conn), tmp_path / "a.mp4", outlets=[asset]).execute(context)
     assert events[asset].extra == manifest
+
+
+def test_compressed_answers_are_not_requested(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    # A host that gzips when asked: the saver asks for the bytes as stored (Accept-Encoding: identity).
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(Fault(kind="gzip", endpoint="download"))
+    download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
+    assert emulator_conn.requests_to("download")[0].fault is None  # it was not compressed
+
+
+def test_download_429_honours_retry_after(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path) -> None:
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(Fault(kind="status", status=429, retry_after="1", endpoint="download"))
+    download(generation_id, tmp_path / "a.mp4").execute(context)
+    limited, ok = emulator_conn.requests_to("download")
+    assert ok.time - limited.time >= 0.95  # retry_base_delay is 0.01 s
+
+
+def test_skipped_saves_put_the_existing_manifest_on_the_asset_events(emulator_conn: Emulator, tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import Asset
+
+    from tests.conftest import FakeTI
+
+    class Event:
+        def __init__(self) -> None:
+            self.extra: dict[str, Any] = {}
+
+    asset = Asset("vidgen_test_videos")
+    target = tmp_path / "a.mp4"
+    target.write_bytes(b"kept")
+    for task in (
+        download("proj_x", target, if_exists="skip", outlets=[asset]),
+        star(target, outlets=[asset]),
+    ):
+        events = {asset: Event()}
+        task.execute({"ti": FakeTI(), "outlet_events": events})
+        assert events[asset].extra["uri"] == f"file://{target}"
+        assert events[asset].extra["skipped"] is True
+    assert emulator_conn.requests == []

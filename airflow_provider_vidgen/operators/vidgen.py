@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_vidgen.durable import STATE_KEY, decide, request_fingerprint, stored_record
-from airflow_provider_vidgen.exceptions import VidgenCreateOutcomeUnknownError, VidgenError
+from airflow_provider_vidgen.exceptions import (
+    VidgenCreateOutcomeUnknownError,
+    VidgenError,
+    VidgenStateNotRecordedError,
+)
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 from airflow_provider_vidgen.saving import (
@@ -130,6 +134,7 @@ class _VidgenCreateOperator(BaseOperator):
                 manifest = existing_manifest(output)
                 self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
                 context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
+                record_asset_events(context, self.outlets, manifest)  # Airflow emits them anyway
                 return None
         store = self._state_store(context)
         fingerprint = request_fingerprint(request)
@@ -141,7 +146,16 @@ class _VidgenCreateOperator(BaseOperator):
             generation_id = self._create(request)
             if store is not None:
                 # Stored before any waiting or deferring, so every later try finds it.
-                store.set(STATE_KEY, stored_record(generation_id, fingerprint))
+                try:
+                    store.set(STATE_KEY, stored_record(generation_id, fingerprint))
+                except Exception as err:
+                    context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
+                    raise VidgenStateNotRecordedError(
+                        f"Generation {generation_id} was created (and billed) but could not be recorded in the "
+                        f"task_state_store ({type(err).__name__}: {err}); failing without retries so a retry does "
+                        f"not create another one. Wait for it with VideoGenerationSensor(generation_id="
+                        f"{generation_id!r})."
+                    ) from err
         else:
             generation_id = decision.generation_id
         # Pushed before any waiting, so the id survives a later failure of this task.
@@ -241,7 +255,7 @@ class _VidgenCreateOperator(BaseOperator):
             "Generation %s completed: %s s of video at %s",
             result.id,
             result.actual_duration,
-            result.video_url,
+            str(result.video_url).split("?", 1)[0],  # the query string may be a signature: not logged
         )
         if self.output_path:
             # On the worker (after a deferral too), never in the triggerer.
@@ -434,7 +448,9 @@ class VideoDownloadOperator(BaseOperator):
                 raise VidgenOutputExistsError(f"{destination} already exists (if_exists='fail')")
             if self.if_exists == "skip":
                 self.log.info("%s already exists (if_exists='skip'): nothing downloaded", destination)
-                return existing_manifest(destination, str(self.generation_id))
+                manifest = existing_manifest(destination, str(self.generation_id))
+                record_asset_events(context, self.outlets, manifest)  # Airflow emits them anyway
+                return manifest
         hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
         try:
             manifest = VideoSaver(hook.settings, self.log).save(str(self.generation_id), hook.get_result, destination)

@@ -17,6 +17,7 @@ pytest (``airflow_provider_vidgen.testing.pytest_plugin``), or from the command 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import threading
@@ -35,7 +36,17 @@ BASE_PATH = "/kyyReactApiServer"
 NOT_FOUND_UNTIL_DONE_HEADER = "X-Emulator-404-Until-Done"
 DEFAULT_API_KEY = "test-key"
 ENDPOINTS = ("videos_create", "starvideos_create", "result", "download")
-FAULT_KINDS = ("status", "drop", "delay", "malformed", "envelope", "unknown_status", "truncate", "redirect")
+FAULT_KINDS = (
+    "status",
+    "drop",
+    "delay",
+    "malformed",
+    "envelope",
+    "unknown_status",
+    "truncate",
+    "redirect",
+    "gzip",
+)
 
 
 @dataclass
@@ -65,7 +76,9 @@ class Fault:
         ``malformed`` (HTTP 200 with a body that is not JSON), ``envelope`` (HTTP 200 with
         ``{"code": code, "msg": msg, "data": null}``), ``unknown_status`` (result answers ``status``
         = ``value``); for downloads also ``truncate`` (announce the full length, send half, drop the
-        connection) and ``redirect`` (302 to another path of the download host).
+        connection), ``redirect`` (302 to another path of the download host) and ``gzip`` (compress
+        the body when the client accepts gzip, with the compressed ``Content-Length``).
+    :param text: With ``status``: a plain-text body instead of the JSON one (a proxy's answer).
     :param endpoint: ``videos_create``, ``starvideos_create``, ``create`` (both), ``result``,
         ``download`` or ``any``.
     :param times: How many matching requests it applies to.
@@ -83,6 +96,7 @@ class Fault:
     code: str = "500"
     msg: str = "internal error, please retry"
     value: str = "paused"
+    text: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -498,6 +512,8 @@ class Emulator:
             raise _Dropped
         if fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            if fault.text is not None:
+                return web.Response(text=fault.text, status=fault.status, headers=headers)
             return self._json({"code": str(fault.status), "msg": fault.msg, "data": None}, fault.status, headers)
         if fault.kind == "malformed":
             return web.Response(text='{"id": "oops", "status": ', status=200, content_type="application/json")
@@ -649,7 +665,13 @@ class Emulator:
         if fault is not None and fault.kind == "redirect":
             entry.fault, entry.status = "redirect", 302
             raise web.HTTPFound(f"/blobs/{request.match_info['name']}?{request.query_string}")
-        if fault is not None and fault.kind != "truncate":
+        if fault is not None and fault.kind == "gzip" and "gzip" in request.headers.get("Accept-Encoding", ""):
+            entry.fault, entry.status = "gzip", 200
+            return web.Response(
+                body=gzip.compress(self.video_content()),
+                headers={"Content-Type": "video/mp4", "Content-Encoding": "gzip"},
+            )
+        if fault is not None and fault.kind not in ("truncate", "gzip"):
             answer = await self._apply_fault(request, fault, entry)
             if answer is not None:
                 entry.status = answer.status
