@@ -2,7 +2,7 @@
 
 For each ``{{ ds }}``:
 
-- ``highlight``: check that the day's file is missing -> create (deferrable) -> sensor (deferrable)
+- ``highlight``: check that the day's file is missing -> create -> sensor (deferrable)
   -> ``VideoDownloadOperator`` to a dated path; the download emits an asset event that a downstream
   DAG can be scheduled on (``schedule=[VIDEOS]``; the event's ``extra`` holds the manifest).
 - ``teaser``: the one-task form: ``StarVideosCreateOperator(output_path=...)`` creates, waits in the
