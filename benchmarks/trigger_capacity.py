@@ -136,7 +136,14 @@ async def run_worker(kind: str, n: int, poll: float, base_url: str, bound: float
     cpu = cpu_seconds() - cpu_start
     peak = max(peak, rss_mb())
     sampler.cancel()
-    return {"ids": ids, "event_times": event_times, "cpu": cpu, "wall": wall, "rss_growth": peak - rss_start}
+    return {
+        "ids": ids,
+        "event_times": event_times,
+        "cpu": cpu,
+        "wall": wall,
+        "rss_growth": peak - rss_start,
+        "rss_peak": peak,
+    }
 
 
 def worker_main(args: argparse.Namespace) -> None:
@@ -266,6 +273,7 @@ def run_phase(kind: str, n: int, args: argparse.Namespace, base_url: str) -> dic
         "cpu_per_1000_polls": worker["cpu"] / polls * 1000 if polls else float("nan"),
         "cpu_total": worker["cpu"],
         "rss_growth_mb": worker["rss_growth"],
+        "rss_peak_mb": worker["rss_peak"],
         "max_lag": max(lags) if lags else float("nan"),
         "p50_lag": statistics.median(lags) if lags else float("nan"),
         "connections": len({r["peer"] for r in log}),
@@ -276,14 +284,15 @@ def run_phase(kind: str, n: int, args: argparse.Namespace, base_url: str) -> dic
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'trigger':<24}{'N':>6}{'events':>8}{'polls':>8}{'CPU s/1k polls':>16}{'CPU s':>8}"
-        f"{'peak RSS +MB':>14}{'max lag s':>11}{'p50 lag s':>11}{'TCP conns':>11}"
+        f"{'peak RSS MB':>13}{'(+MB)':>8}{'max lag s':>11}{'p50 lag s':>11}{'TCP conns':>11}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
             f"{r['trigger']:<24}{r['n']:>6}{r['events']:>8}{r['polls']:>8}{r['cpu_per_1000_polls']:>16.3f}"
-            f"{r['cpu_total']:>8.2f}{r['rss_growth_mb']:>14.1f}{r['max_lag']:>11.2f}{r['p50_lag']:>11.2f}"
+            f"{r['cpu_total']:>8.2f}{r['rss_peak_mb']:>13.1f}{r['rss_growth_mb']:>8.1f}{r['max_lag']:>11.2f}"
+            f"{r['p50_lag']:>11.2f}"
             f"{r['connections']:>11}"
         )
 
