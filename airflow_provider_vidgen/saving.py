@@ -13,11 +13,10 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import requests
-from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
+from airflow.providers.common.compat.sdk import AirflowFailException
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_vidgen import protocol
@@ -30,6 +29,12 @@ from airflow_provider_vidgen.exceptions import (
 )
 from airflow_provider_vidgen.models import GenerationResult
 from airflow_provider_vidgen.waiting import Log
+
+if TYPE_CHECKING:
+    # Object storage (fsspec, universal_pathlib) and requests are imported when a task saves, not on
+    # every DAG parse.
+    import requests
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 CHUNK_BYTES = 1 << 20
 IF_EXISTS = ("overwrite", "skip", "fail")
@@ -57,6 +62,8 @@ def as_storage_path(destination: Any) -> ObjectStoragePath:
     :param destination: ``s3://bucket/key.mp4``, ``file:///data/a.mp4``, ``/data/a.mp4``, or an
         ``ObjectStoragePath``.
     """
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
     if isinstance(destination, ObjectStoragePath):
         return destination
     text = str(destination or "").strip()
@@ -174,6 +181,8 @@ class VideoSaver:
         return result
 
     def _download(self, result: GenerationResult, destination: ObjectStoragePath) -> dict[str, Any]:
+        import requests
+
         url = str(result.video_url)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -117,7 +117,7 @@ def test_dag_parse_imports_no_runtime_machinery() -> None:
     runtime_only = [
         m
         for m in added
-        if m.split(".")[0] in ("aiohttp", "httpx", "yarl", "multidict")
+        if m.split(".")[0] in ("aiohttp", "httpx", "yarl", "multidict", "fsspec", "upath", "requests")
         or m.startswith(
             (
                 "airflow_provider_vidgen.triggers",

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
-import urllib3.exceptions
 from airflow.providers.common.compat.sdk import BaseHook
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
@@ -26,6 +24,10 @@ from airflow_provider_vidgen.exceptions import (
 )
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 
+if TYPE_CHECKING:
+    # requests is imported when the hook first talks to the API, not on every DAG parse (~0.1 s).
+    import requests
+
 T = TypeVar("T")
 
 #: Id used by ``test_connection``: reading its result never creates or bills anything.
@@ -40,6 +42,9 @@ class _Retry(VidgenTransientError):
 
 def _never_connected(exc: requests.RequestException) -> bool:
     """True when ``exc`` proves the request never reached the server (so nothing was created)."""
+    import requests
+    import urllib3.exceptions
+
     if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
         return True  # no connection, or the TLS handshake failed before any byte of the request
     if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
@@ -102,6 +107,8 @@ class VidgenHook(BaseHook):
     def get_conn(self) -> requests.Session:
         """The hook's ``requests.Session``, created on first use and kept for keep-alive."""
         if self._session is None:
+            import requests
+
             session = requests.Session()
             session.headers.update(self.settings.headers())
             self._session = session
@@ -226,6 +233,8 @@ class VidgenHook(BaseHook):
             raise protocol.gave_up(last, err.last_attempt.attempt_number) from None
 
     def _send_once(self, method: str, path: str, parse: Callable[[int, str, str], T], json: Any, create: bool) -> T:
+        import requests
+
         settings = self.settings
         url = settings.base_url + path
         what = f"{method} {path}"
