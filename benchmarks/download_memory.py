@@ -21,16 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from trigger_capacity import rss_mb  # the sibling benchmark script (benchmarks/ is on sys.path)
-
-
-def hwm_mb() -> float:
-    """The kernel's peak RSS of this process since the last reset (VmHWM)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from trigger_capacity import proc_status_mb, rss_mb  # the sibling script (benchmarks/ is on sys.path)
 
 
 def main() -> None:
@@ -101,7 +92,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         done.set()
         sampler.join()
-        peak = max(peak, rss_mb(), hwm_mb())
+        peak = max(peak, rss_mb(), proc_status_mb("VmHWM"))  # the kernel's peak since the reset
         digest = hashlib.sha256()
         with open(workdir / "big.mp4", "rb") as saved:
             while chunk := saved.read(1 << 20):

@@ -36,12 +36,17 @@ BASE_PATH = "/kyyReactApiServer"
 # -- helpers shared by the parent and the workers ------------------------------------------------
 
 
-def rss_mb() -> float:
+def proc_status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmRSS``, ``VmHWM``...), in MB."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb() -> float:
+    return proc_status_mb("VmRSS")
 
 
 def cpu_seconds() -> float:
