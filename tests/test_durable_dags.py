@@ -75,9 +75,9 @@ def test_deferred_wait_stores_the_id_first_and_a_failed_resume_reconnects(
     dags_test: Any, vidgen_emulator: Emulator
 ) -> None:
     vidgen_emulator.set_timeline(Timeline(queued_for=0.5, processing_for=3.0))
-    # The check before deferring fails once (within the budget: it defers); then the trigger's two
-    # reads fail (over the budget): the resumed task fails, and Airflow retries it.
-    vidgen_emulator.add_fault(Fault(kind="status", status=500, endpoint="result", times=3))
+    # The check before deferring fails once (within the budget of 1: it defers); the trigger's first
+    # read fails too (the budget carries over: spent), so the resumed task fails and Airflow retries it.
+    vidgen_emulator.add_fault(Fault(kind="status", status=500, endpoint="result", times=2))
     run = dags_test("vidgen_durable_deferrable")
     assert run.state == "success", run.output[-3000:]
     (create,) = vidgen_emulator.creates()
