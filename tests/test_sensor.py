@@ -113,3 +113,32 @@ def test_bad_key_fails_at_once(
 def test_generation_id_is_templated() -> None:
     assert "generation_id" in VideoGenerationSensor.template_fields
     assert "vidgen_conn_id" in VideoGenerationSensor.template_fields
+
+
+def test_reschedule_mode_carries_the_wait_over_in_the_task_state_store(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch, log_text: Any
+) -> None:
+    from tests.conftest import FakeTI, conn_json
+    from tests.test_durable import FakeStore
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=0))
+    generation_id = create(emulator_conn, Timeline(queued_for=10, processing_for=10))
+    store = FakeStore()
+    ti = FakeTI()
+    ti.try_number = 1  # type: ignore[attr-defined]
+
+    def poke() -> Any:  # every poke of a rescheduled sensor is a new instance (a new process)
+        s = VideoGenerationSensor(
+            task_id="wait", generation_id=generation_id, mode="reschedule", max_consecutive_failures=1
+        )
+        return s.poke({"ti": ti, "task_state_store": store})
+
+    assert poke() is False  # queued
+    emulator_conn.advance(10)
+    assert poke() is False  # processing: logged as a change, with the time since the first poke
+    assert "queued -> processing after" in log_text()
+    emulator_conn.add_fault(Fault(kind="status", status=500, endpoint="result", times=2))
+    assert poke() is False  # one failed poke: within the budget of 1
+    with pytest.raises(VidgenTransientError, match="2 consecutive failed polls"):
+        poke()  # the budget counted across pokes
+    assert store.data["vidgen_wait"]["last_status"] == "processing"

@@ -19,6 +19,9 @@ from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutE
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
 
+#: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3).
+WAIT_STATE_KEY = "vidgen_wait"
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
@@ -38,7 +41,8 @@ class VideoGenerationSensor(BaseSensorOperator):
     :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
     :param poke_interval: Seconds between status reads (API advice: 30-60).
     :param max_consecutive_failures: Failed checks tolerated in a row (each poke already retries
-        its request). In ``reschedule`` mode the count starts afresh at each poke.
+        its request). In ``reschedule`` mode the count is kept across pokes in the task_state_store
+        (Airflow >= 3.3); before 3.3 it starts afresh at each poke.
     :param deferrable: Wait in the triggerer (no worker slot held). Default: Airflow's
         ``[operators] default_deferrable``.
     :param kwargs: Other ``BaseSensorOperator`` arguments (``mode``, ``timeout``, ...).
@@ -72,7 +76,41 @@ class VideoGenerationSensor(BaseSensorOperator):
     def tracker(self) -> WaitTracker:
         """Status-change logging and the consecutive-failure budget of this wait."""
         return WaitTracker(
-            str(self.generation_id), max_consecutive_failures=self.max_consecutive_failures, log=self.log
+            str(self.generation_id),
+            max_consecutive_failures=self.max_consecutive_failures,
+            log=self.log,
+            clock=time.time,
+        )
+
+    def _restore_wait(self, context: Context) -> Any:
+        """In ``reschedule`` mode each poke is a new process: carry the wait's state over in the
+        task_state_store (Airflow >= 3.3) so elapsed times, status changes and the failure budget
+        continue. Returns the store, or ``None`` where there is none (the state then starts afresh)."""
+        store = context.get("task_state_store") if self.mode == "reschedule" else None
+        if store is None:
+            return None
+        saved: Any = store.get(WAIT_STATE_KEY)
+        ti = context["ti"]
+        if (
+            isinstance(saved, dict)
+            and saved.get("generation_id") == str(self.generation_id)
+            and saved.get("try_number") == getattr(ti, "try_number", None)
+        ):
+            self.tracker.started_at = float(saved.get("started_at", self.tracker.started_at))
+            self.tracker.last_status = str(saved["last_status"]) if saved.get("last_status") else None
+            self.tracker.consecutive_failures = int(saved.get("failures", 0))
+        return store
+
+    def _save_wait(self, context: Context, store: Any) -> None:
+        store.set(
+            WAIT_STATE_KEY,
+            {
+                "generation_id": str(self.generation_id),
+                "try_number": getattr(context["ti"], "try_number", None),
+                "started_at": self.tracker.started_at,
+                "last_status": self.tracker.last_status,
+                "failures": self.tracker.consecutive_failures,
+            },
         )
 
     def execute(self, context: Context) -> Any:
@@ -88,13 +126,18 @@ class VideoGenerationSensor(BaseSensorOperator):
             self.hook.close()
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        store = self._restore_wait(context)
         try:
             result = self.hook.get_result(self.generation_id)
         except VidgenError as err:
             self.tracker.on_error(err)
+            if store is not None:
+                self._save_wait(context, store)
             return False
         done = self.tracker.on_result(result)
         if done is None:
+            if store is not None:
+                self._save_wait(context, store)
             return False
         return PokeReturnValue(is_done=True, xcom_value=done.to_xcom())
 
