@@ -105,8 +105,7 @@ class ResultReader:
             reason = protocol.redact(str(exc), secret) or "no detail"
             raise VidgenTransientError(f"{self.what}: {type(exc).__name__}: {reason}") from None
         body = raw.decode("utf-8", "replace")
-        if 300 <= status < 400:
-            raise protocol.error_for_redirect(status, self.what)
-        if status >= 400:
-            raise protocol.error_for_status(status, body, self.what, secret, retry_after)
+        error = protocol.error_for_answer(status, body, self.what, secret, retry_after)
+        if error is not None:
+            raise error
         return protocol.parse_result(status, body, self.generation_id, secret, what=self.what)

@@ -140,6 +140,22 @@ def error_for_redirect(status: int, what: str) -> VidgenAPIError:
     )
 
 
+def error_for_answer(
+    status: int, body: str, what: str, secret: str | None, retry_after: float | None = None
+) -> VidgenAPIError | None:
+    """The exception for any answer that is not a 2xx (a redirect or an error), ``None`` for a 2xx."""
+    if 300 <= status < 400:
+        return error_for_redirect(status, what)
+    if status >= 400:
+        return error_for_status(status, body, what, secret, retry_after)
+    return None
+
+
+def url_for_log(url: str) -> str:
+    """``url`` without its query string and fragment (a temporary URL's query may be a signature)."""
+    return url.split("#", 1)[0].split("?", 1)[0]
+
+
 def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str | None) -> VidgenAPIError:
     msg = payload.get("msg") or "no reason given"
     return VidgenAPIError(f"{what}: API error code {payload.get('code')!r}: {excerpt(str(msg), secret)}", status)

@@ -104,6 +104,24 @@ def existing_manifest(path: ObjectStoragePath, generation_id: str | None = None)
     }
 
 
+def keep_existing(
+    destination: ObjectStoragePath, if_exists: str, option: str, generation_id: str | None = None
+) -> dict[str, Any] | None:
+    """Apply ``if_exists`` to a destination that may already exist.
+
+    :returns: the kept object's manifest for ``skip``; ``None`` when there is nothing there or it is
+        to be overwritten.
+    :raises VidgenOutputExistsError: it exists and ``if_exists`` is ``fail`` (nothing was done).
+    """
+    if not destination.exists():
+        return None
+    if if_exists == "fail":
+        raise VidgenOutputExistsError(f"{destination} already exists ({option}='fail'); nothing was done")
+    if if_exists == "skip":
+        return existing_manifest(destination, generation_id)
+    return None
+
+
 class VideoSaver:
     """Downloads a generation's video into object storage.
 
@@ -187,7 +205,7 @@ class VideoSaver:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise VidgenError(f"Generation {result.id}: video_url is not an http(s) URL; refusing to fetch it")
-        where = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query string: it may be a signature
+        where = protocol.url_for_log(url)
         temporary = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
         try:
             with requests.Session() as session:  # a session of its own: no API key, ever

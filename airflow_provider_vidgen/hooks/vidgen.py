@@ -253,9 +253,9 @@ class VidgenHook(BaseHook):
                 raise _Retry(reason) from None
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason)) from None
         status = response.status_code
-        if 300 <= status < 400:
-            raise protocol.error_for_redirect(status, what)
-        if status < 400:
+        retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
+        error = protocol.error_for_answer(status, response.text, what, settings.api_key, retry_after)
+        if error is None:
             try:
                 return parse(status, response.text, settings.api_key)
             except VidgenMalformedResponseError as err:
@@ -263,8 +263,6 @@ class VidgenHook(BaseHook):
                     # A 2xx we cannot read may still have created the task.
                     raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(err))) from None
                 raise _Retry(str(err), status) from None
-        retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
-        error = protocol.error_for_status(status, response.text, what, settings.api_key, retry_after)
         if not isinstance(error, VidgenTransientError):
             raise error
         if create and status not in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):

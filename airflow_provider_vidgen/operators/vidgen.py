@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
+from airflow_provider_vidgen import protocol
 from airflow_provider_vidgen.durable import STATE_KEY, decide, request_fingerprint, stored_record
 from airflow_provider_vidgen.exceptions import (
     VidgenCreateOutcomeUnknownError,
@@ -20,10 +20,9 @@ from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 from airflow_provider_vidgen.saving import (
     VideoSaver,
-    VidgenOutputExistsError,
     as_storage_path,
     check_if_exists,
-    existing_manifest,
+    keep_existing,
     record_asset_events,
 )
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker, wait_for_generation
@@ -127,15 +126,12 @@ class _VidgenCreateOperator(BaseOperator):
     def _create_and_maybe_wait(self, context: Context) -> str | None:
         request = self.build_request()
         output = as_storage_path(self.output_path) if self.output_path else None
-        if output is not None and output.exists():
-            if self.if_output_exists == "fail":
-                raise VidgenOutputExistsError(f"{output} already exists (if_output_exists='fail'); nothing was created")
-            if self.if_output_exists == "skip":
-                manifest = existing_manifest(output)
-                self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
-                context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
-                record_asset_events(context, self.outlets, manifest)  # Airflow emits them anyway
-                return None
+        kept = keep_existing(output, self.if_output_exists, "if_output_exists") if output is not None else None
+        if kept is not None:
+            self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
+            context["ti"].xcom_push(key=XCOM_OUTPUT, value=kept)
+            record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
+            return None
         store = self._state_store(context)
         fingerprint = request_fingerprint(request)
         # Before anything is billed: did an earlier try of this task instance create a generation?
@@ -216,20 +212,10 @@ class _VidgenCreateOperator(BaseOperator):
             return done
         from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
-        now = time.time()
-        self.defer(
-            trigger=VideoGenerationTrigger(
-                generation_id=generation_id,
-                vidgen_conn_id=self.vidgen_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=now + self.timeout,
-                max_consecutive_failures=self.max_consecutive_failures,
-                started_at=now,
-                last_status=tracker.last_status,
-                consecutive_failures=tracker.consecutive_failures,
-            ),
-            method_name="execute_complete",
+        trigger = VideoGenerationTrigger.continuing(
+            tracker, vidgen_conn_id=self.vidgen_conn_id, poll_interval=self.poll_interval, timeout=self.timeout
         )
+        self.defer(trigger=trigger, method_name="execute_complete")
         raise AssertionError("defer() always raises")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: Any = None) -> str:
@@ -255,7 +241,7 @@ class _VidgenCreateOperator(BaseOperator):
             "Generation %s completed: %s s of video at %s",
             result.id,
             result.actual_duration,
-            str(result.video_url).split("?", 1)[0],  # the query string may be a signature: not logged
+            protocol.url_for_log(str(result.video_url)),
         )
         if self.output_path:
             # On the worker (after a deferral too), never in the triggerer.
@@ -443,14 +429,11 @@ class VideoDownloadOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         destination = as_storage_path(self.destination)
-        if destination.exists():
-            if self.if_exists == "fail":
-                raise VidgenOutputExistsError(f"{destination} already exists (if_exists='fail')")
-            if self.if_exists == "skip":
-                self.log.info("%s already exists (if_exists='skip'): nothing downloaded", destination)
-                manifest = existing_manifest(destination, str(self.generation_id))
-                record_asset_events(context, self.outlets, manifest)  # Airflow emits them anyway
-                return manifest
+        kept = keep_existing(destination, self.if_exists, "if_exists", str(self.generation_id))
+        if kept is not None:
+            self.log.info("%s already exists (if_exists='skip'): nothing downloaded", destination)
+            record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
+            return kept
         hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
         try:
             manifest = VideoSaver(hook.settings, self.log).save(str(self.generation_id), hook.get_result, destination)

@@ -148,20 +148,13 @@ class VideoGenerationSensor(BaseSensorOperator):
             return done.xcom_value
         from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
-        now = time.time()
-        self.defer(
-            trigger=VideoGenerationTrigger(
-                generation_id=str(self.generation_id),
-                vidgen_conn_id=self.vidgen_conn_id,
-                poll_interval=float(self.poke_interval),
-                end_time=now + float(self.timeout),
-                max_consecutive_failures=self.max_consecutive_failures,
-                started_at=now,
-                last_status=self.tracker.last_status,
-                consecutive_failures=self.tracker.consecutive_failures,
-            ),
-            method_name="execute_complete",
+        trigger = VideoGenerationTrigger.continuing(
+            self.tracker,
+            vidgen_conn_id=self.vidgen_conn_id,
+            poll_interval=float(self.poke_interval),
+            timeout=float(self.timeout),
         )
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: the same XCom, errors and messages as a poking sensor."""

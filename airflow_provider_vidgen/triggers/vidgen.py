@@ -113,6 +113,29 @@ class VideoGenerationTrigger(BaseTrigger):
         self.last_status = last_status
         self.consecutive_failures = int(consecutive_failures)
 
+    @classmethod
+    def continuing(
+        cls, tracker: WaitTracker, *, vidgen_conn_id: str, poll_interval: float, timeout: float
+    ) -> VideoGenerationTrigger:
+        """The trigger that takes over a wait a task has just checked (deadline: ``timeout`` from now).
+
+        :param tracker: The task's wait so far (last status seen, failed polls in a row).
+        :param vidgen_conn_id: Airflow connection of type ``vidgen``.
+        :param poll_interval: Seconds between polls.
+        :param timeout: Seconds from now until the wait ends with a ``timeout`` event.
+        """
+        now = time.time()
+        return cls(
+            generation_id=tracker.generation_id,
+            vidgen_conn_id=vidgen_conn_id,
+            poll_interval=poll_interval,
+            end_time=now + timeout,
+            max_consecutive_failures=tracker.max_consecutive_failures,
+            started_at=now,
+            last_status=tracker.last_status,
+            consecutive_failures=tracker.consecutive_failures,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive arguments (no secrets: the key is looked up from the connection)."""
         return (
