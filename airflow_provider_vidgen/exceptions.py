@@ -6,13 +6,17 @@ retrying cannot fix them (bad input, a rejected key, a request the API refuses).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+
+
+#: Parameters whose values validation errors never quote.
+UNQUOTED_PARAMETERS = frozenset({"prompt"})
 
 
 class VidgenError(AirflowException):
@@ -36,9 +40,17 @@ class VidgenValidationError(VidgenError, AirflowFailException, ValueError):
 
     @classmethod
     def from_errors(
-        cls, what: str, errors: Sequence[Mapping[str, Any]], rules: dict[str, str] | None = None
+        cls,
+        what: str,
+        errors: Sequence[Mapping[str, Any]],
+        rules: dict[str, str] | None = None,
+        unquoted: Collection[str] = UNQUOTED_PARAMETERS,
     ) -> VidgenValidationError:
-        """Like :meth:`from_pydantic`, from pydantic's list of error dicts."""
+        """Like :meth:`from_pydantic`, from pydantic's list of error dicts.
+
+        :param unquoted: Parameters whose value is never quoted (the prompt): their length or type is
+            given instead.
+        """
         rules = rules or {}
         lines = []
         for item in errors:
@@ -57,15 +69,39 @@ class VidgenValidationError(VidgenError, AirflowFailException, ValueError):
                 .replace("Value should have", "must have")
                 .replace(" after validation", "")
             )
-            got = "" if item["type"] == "missing" or not names else f" (got {_short(item.get('input'))})"
+            if item["type"] == "missing" or not names:
+                got = ""
+            elif names[0] in unquoted:
+                got = f" (got {_described(item.get('input'))})"
+            else:
+                got = f" (got {_short(item.get('input'))})"
             rule = rules.get(names[0]) if names else None
             text = f"{name}: {message}{got}" if names else message
             lines.append(text + (f" [rule: {rule}]" if rule else ""))
         return cls(f"Invalid {what}: " + "; ".join(lines))
 
 
+def _described(value: object) -> str:
+    """A value's length (text) or type, never its content."""
+    if isinstance(value, str):
+        return f"{len(value)} characters"
+    return f"a value of type {type(value).__name__}"
+
+
+def _without_query(value: object) -> object:
+    # A media URL's query may be a signature (a presigned URL): it is never quoted.
+    if isinstance(value, str) and "://" in value:
+        for mark in ("#", "?"):
+            if mark in value:
+                value = value.split(mark, 1)[0] + mark + "..."
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_without_query(part) for part in value]
+    return value
+
+
 def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    text = repr(_without_query(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -7,7 +7,9 @@ wire names (``lastFrameImage``, ``referenceImages``, ``referenceVideos``) and om
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+import unicodedata
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -16,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -42,7 +45,17 @@ MAX_REFERENCE_VIDEOS = 3
 MAX_STARVIDEOS_IMAGES = 2
 
 
+def _strip_blanks(value: Any) -> Any:
+    # Surrounding blanks (a pasted URL, a rendered template's newline) are dropped once, here: the
+    # stripped URL is what is checked, sent and fingerprinted.
+    return value.strip() if isinstance(value, str) else value
+
+
 def _http_url(value: str) -> str:
+    for position, char in enumerate(value):
+        # urlsplit silently removes tabs and newlines, so they are looked for before it runs.
+        if unicodedata.category(char) == "Cc":
+            raise ValueError(f"must not contain control characters (found {char!r} at position {position})")
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http(s) URL with a host")
@@ -70,6 +83,15 @@ def _non_empty(value: str) -> str:
     return value
 
 
+def _at_most_chars(limit: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"must have at most {limit} characters")
+        return value
+
+    return check
+
+
 def _empty_list_is_none(value: Any) -> Any:
     # An empty list means "no media": omit the field rather than send [].
     if isinstance(value, (list, tuple)) and len(value) == 0:
@@ -79,9 +101,46 @@ def _empty_list_is_none(value: Any) -> Any:
     return value
 
 
-HttpUrlStr = Annotated[str, Field(strict=True), AfterValidator(_http_url)]
+HttpUrlStr = Annotated[str, Field(strict=True), BeforeValidator(_strip_blanks), AfterValidator(_http_url)]
 Prompt = Annotated[str, Field(strict=True), AfterValidator(_non_empty)]
 Seconds = Annotated[int, BeforeValidator(_whole_number)]
+
+
+def _given(value: Any) -> bool:
+    """Whether a parameter is set (an empty media list means "not set", as on the wire)."""
+    return value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0)
+
+
+class CrossFieldRule(NamedTuple):
+    """A rule across parameters: the ``fields`` it involves and a ``check`` of their values.
+
+    ``check`` receives a mapping of parameter values (validated ones, or the raw ones when checking
+    at DAG parse) and returns the problem, or ``None``.
+    """
+
+    fields: tuple[str, ...]
+    check: Callable[[Mapping[str, Any]], str | None]
+
+
+def _both_or_neither(first: str, second: str) -> CrossFieldRule:
+    def check(values: Mapping[str, Any]) -> str | None:
+        if _given(values.get(first)) != _given(values.get(second)):
+            got = first if _given(values.get(first)) else second
+            return f"{first} and {second}: first/last frame mode needs both or neither (got only {got})"
+        return None
+
+    return CrossFieldRule((first, second), check)
+
+
+def _not_together(frame: str, reference: str) -> CrossFieldRule:
+    def check(values: Mapping[str, Any]) -> str | None:
+        if _given(values.get(frame)) and _given(values.get(reference)):
+            return (
+                f"{frame} cannot be combined with {reference} (first/last frame mode excludes reference material mode)"
+            )
+        return None
+
+    return CrossFieldRule((frame, reference), check)
 
 
 class _Request(BaseModel):
@@ -91,6 +150,28 @@ class _Request(BaseModel):
     title: ClassVar[str]
     #: The API's rule for each parameter, quoted in validation errors.
     rules: ClassVar[dict[str, str]]
+    #: The API's rules across parameters, each checked at DAG parse once all of its fields are known.
+    cross_field_rules: ClassVar[tuple[CrossFieldRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_cross_field_rules(self) -> Any:
+        problems = self.cross_field_problems({name: getattr(self, name) for name in type(self).model_fields})
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @classmethod
+    def cross_field_problems(
+        cls, values: Mapping[str, Any], unknown: set[str] | frozenset[str] = frozenset()
+    ) -> list[str]:
+        """The problems of every rule across fields that involves none of the ``unknown`` fields."""
+        problems = []
+        for rule in cls.cross_field_rules:
+            if unknown.isdisjoint(rule.fields):
+                problem = rule.check(values)
+                if problem is not None:
+                    problems.append(problem)
+        return problems
 
     def to_wire(self) -> dict[str, Any]:
         """Return the JSON body as the API expects it: documented names, unset fields omitted."""
@@ -108,21 +189,23 @@ class _Request(BaseModel):
     def check_known(cls, params: dict[str, Any], unknown: set[str]) -> None:
         """Validate what is known before run time: ignore problems of the ``unknown`` (templated) fields.
 
-        Rules across fields (first/last frame, mode exclusivity) are checked only when none of the
-        fields is unknown.
+        Each rule across fields (first/last frame, mode exclusivity) is checked whenever none of the
+        fields *it* involves is unknown, whatever the other fields are.
 
         :raises VidgenValidationError: a known parameter breaks a rule.
         """
+        errors: list[Mapping[str, Any]] = []
         try:
             cls(**params)
         except ValidationError as err:
-            errors = [
-                item
-                for item in err.errors(include_url=False)
-                if (item["loc"] and item["loc"][0] not in unknown) or (not item["loc"] and not unknown)
-            ]
-            if errors:
-                raise VidgenValidationError.from_errors(cls.title, errors, cls.rules) from None
+            # Errors without a location come from the rules across fields, checked below on their own.
+            errors = [item for item in err.errors(include_url=False) if item["loc"] and item["loc"][0] not in unknown]
+        errors += [
+            {"type": "value_error", "loc": (), "msg": problem, "input": None}
+            for problem in cls.cross_field_problems(params, unknown)
+        ]
+        if errors:
+            raise VidgenValidationError.from_errors(cls.title, errors, cls.rules) from None
 
 
 class VideosRequest(_Request):
@@ -152,8 +235,16 @@ class VideosRequest(_Request):
         "reference_videos": f"at most {MAX_REFERENCE_VIDEOS} http(s) URLs",
     }
 
+    cross_field_rules = (
+        _both_or_neither("image", "last_frame_image"),
+        _not_together("image", "reference_images"),
+        _not_together("image", "reference_videos"),
+        _not_together("last_frame_image", "reference_images"),
+        _not_together("last_frame_image", "reference_videos"),
+    )
+
     model: Literal["videos", "videos_fast"]
-    prompt: Annotated[Prompt, Field(max_length=VIDEOS_PROMPT_MAX_CHARS)]
+    prompt: Annotated[Prompt, AfterValidator(_at_most_chars(VIDEOS_PROMPT_MAX_CHARS))]
     duration: Annotated[Seconds, Field(ge=VIDEOS_DURATION_RANGE[0], le=VIDEOS_DURATION_RANGE[1])]
     ratio: Literal["16:9", "9:16"] | None = None
     resolution: Literal["720p"] | None = None
@@ -167,20 +258,6 @@ class VideosRequest(_Request):
         Annotated[list[HttpUrlStr], Field(max_length=MAX_REFERENCE_VIDEOS)] | None,
         BeforeValidator(_empty_list_is_none),
     ] = Field(default=None, serialization_alias="referenceVideos")
-
-    @model_validator(mode="after")
-    def _check_modes(self) -> VideosRequest:
-        if (self.image is None) != (self.last_frame_image is None):
-            raise ValueError(
-                "image and last_frame_image: first/last frame mode needs both or neither "
-                f"(got only {'image' if self.image is not None else 'last_frame_image'})"
-            )
-        if self.image is not None and (self.reference_images or self.reference_videos):
-            raise ValueError(
-                "image/last_frame_image cannot be combined with reference_images or reference_videos "
-                "(first/last frame mode excludes reference material mode)"
-            )
-        return self
 
     @property
     def mode(self) -> str:
@@ -215,8 +292,9 @@ class StarVideosRequest(_Request):
     :param prompt: What to generate; non-empty.
     :param duration: Seconds of video, a whole number from 3 to 15 (API default 5).
     :param ratio: ``16:9`` or ``9:16``.
-    :param images: 0 images: text-to-video; 1: single image; 2: first/last frame. More is an error
-        (the server would silently ignore the rest).
+    :param images: 0 images: text-to-video; 1: single image; 2: first/last frame. The API uses only
+        the first 2: more are accepted (each must still be an http(s) URL), and only the first 2 are
+        kept and sent; :attr:`ignored_images` says how many were left out.
     """
 
     title = "StarVideos request"
@@ -225,17 +303,33 @@ class StarVideosRequest(_Request):
         "prompt": "non-empty",
         "duration": f"whole seconds from {STARVIDEOS_DURATION_RANGE[0]} to {STARVIDEOS_DURATION_RANGE[1]}",
         "ratio": "16:9 or 9:16",
-        "images": f"at most {MAX_STARVIDEOS_IMAGES} http(s) URLs (0: text, 1: single image, 2: first/last frame)",
+        "images": (
+            f"http(s) URLs (0: text, 1: single image, 2: first/last frame); "
+            f"only the first {MAX_STARVIDEOS_IMAGES} are used"
+        ),
     }
 
     model: Literal["starvideos_v3"]
     prompt: Prompt
     duration: Annotated[Seconds, Field(ge=STARVIDEOS_DURATION_RANGE[0], le=STARVIDEOS_DURATION_RANGE[1])] | None = None
     ratio: Literal["16:9", "9:16"] | None = None
-    images: Annotated[
-        Annotated[list[HttpUrlStr], Field(max_length=MAX_STARVIDEOS_IMAGES)] | None,
-        BeforeValidator(_empty_list_is_none),
-    ] = None
+    images: Annotated[list[HttpUrlStr] | None, BeforeValidator(_empty_list_is_none)] = None
+
+    _ignored_images: int = PrivateAttr(default=0)
+
+    @model_validator(mode="after")
+    def _keep_images_that_take_effect(self) -> StarVideosRequest:
+        # "If more than 2 images are provided, only the first 2 take effect": the request holds (and
+        # sends) exactly those, so what is sent, fingerprinted and summarised is what the server uses.
+        if self.images is not None and len(self.images) > MAX_STARVIDEOS_IMAGES:
+            self._ignored_images = len(self.images) - MAX_STARVIDEOS_IMAGES
+            self.__dict__["images"] = self.images[:MAX_STARVIDEOS_IMAGES]  # frozen model: set once, here
+        return self
+
+    @property
+    def ignored_images(self) -> int:
+        """How many images were given beyond the first 2 (not sent: the API would ignore them)."""
+        return self._ignored_images
 
     @property
     def mode(self) -> str:

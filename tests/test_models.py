@@ -59,6 +59,22 @@ def test_videos_prompt_over_1500_rejected() -> None:
     rejects(videos, "prompt", "1500", prompt="x" * 1501)
 
 
+def test_videos_prompt_length_error_says_characters_and_quotes_no_prompt() -> None:
+    prompt = "a secret storyboard " * 80  # 1600 characters
+    message = rejects(videos, "prompt", "must have at most 1500 characters (got 1600 characters)", prompt=prompt)
+    assert "items" not in message
+    assert "secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("prompt", "got"), [("   ", "3 characters"), ("\n\t", "2 characters"), (123, "a value of type int")]
+)
+def test_no_prompt_error_quotes_the_prompt(prompt: Any, got: str) -> None:
+    for build in (videos, star):
+        message = rejects(build, "prompt", f"(got {got})", prompt=prompt)
+        assert repr(prompt) not in message
+
+
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
 def test_videos_prompt_empty_rejected(prompt: str) -> None:
     rejects(videos, "prompt", "must not be empty", prompt=prompt)
@@ -152,6 +168,35 @@ def test_urls_must_be_http(bad: str) -> None:
     rejects(star, "images[0]", "http(s)", images=[bad])
 
 
+@pytest.mark.parametrize("blank", [" ", "\n", "\t", " \r\n\t "])
+def test_urls_surrounding_blanks_are_stripped_before_checking_and_sending(blank: str) -> None:
+    padded = blank + URL + blank
+    request = videos(image=padded, last_frame_image=padded, ratio="9:16")
+    assert request.image == request.last_frame_image == URL
+    assert videos(reference_images=[padded], reference_videos=[padded]).to_wire()["referenceImages"] == [URL]
+    assert videos(reference_videos=[padded]).to_wire()["referenceVideos"] == [URL]
+    assert star(images=[padded, padded]).to_wire()["images"] == [URL, URL]
+
+
+@pytest.mark.parametrize("char", ["\n", "\t", "\r", "\x00", "\x1b", "\x7f", "\x85"])
+def test_urls_with_control_characters_rejected_naming_the_parameter(char: str) -> None:
+    bad = f"https://example.com/a{char}b.png"
+    found = f"found {char!r} at position 21"
+    rejects(videos, "image:", found, image=bad, last_frame_image=URL)
+    rejects(videos, "last_frame_image:", found, image=URL, last_frame_image=bad)
+    rejects(videos, "reference_images[1]:", found, reference_images=[URL, bad])
+    rejects(videos, "reference_videos[0]:", found, reference_videos=[bad])
+    rejects(star, "images[1]:", found, images=[URL, bad])
+    rejects(star, "images[3]:", found, images=[URL, URL, URL, bad])
+
+
+def test_url_errors_quote_no_query_string() -> None:
+    # A presigned URL's query is a signature.
+    message = rejects(videos, "reference_images[0]", "http(s)", reference_images=["ftp://host/a.png?X-Signature=abc"])
+    assert "abc" not in message
+    assert "ftp://host/a.png?..." in message
+
+
 def test_unknown_parameter_rejected() -> None:
     rejects(videos, "lastFrameImage", "not a parameter", lastFrameImage=URL)
 
@@ -209,8 +254,29 @@ def test_starvideos_images_modes(count: int, mode: str) -> None:
     assert request.to_wire().get("images", []) == [URL] * count
 
 
-def test_starvideos_three_images_is_an_error_not_silently_dropped() -> None:
-    rejects(star, "images", "at most 2", images=[URL] * 3)
+@pytest.mark.parametrize("count", [3, 5])
+def test_starvideos_more_than_2_images_accepted_and_only_the_first_2_sent(count: int) -> None:
+    # "If more than 2 images are provided, only the first 2 take effect": valid input.
+    urls = [f"{URL}?n={n}" for n in range(count)]
+    request = star(images=urls)
+    assert request.images == urls[:2]
+    assert request.to_wire()["images"] == urls[:2]
+    assert request.mode == "first-last-frame"
+    assert request.ignored_images == count - 2
+
+
+@pytest.mark.parametrize("count", [0, 1, 2])
+def test_starvideos_up_to_2_images_nothing_ignored(count: int) -> None:
+    assert star(images=[URL] * count).ignored_images == 0
+
+
+def test_starvideos_ignored_images_must_still_be_urls() -> None:
+    # The API types the whole array as URLs: a broken entry is a mistake even past the first 2.
+    rejects(star, "images[2]", "http(s)", images=[URL, URL, "not a url"])
+
+
+def test_starvideos_same_effective_images_same_wire_body() -> None:
+    assert star(images=[URL, URL + "?2", URL + "?3"]).to_wire() == star(images=[URL, URL + "?2"]).to_wire()
 
 
 # -- results ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_static_bad_input_is_a_dag_import_error() -> None:
     with pytest.raises(VidgenValidationError, match=r"duration: .*4 to 15"):
         VideosCreateOperator(task_id="t", prompt="cat", duration=20)
     with pytest.raises(VidgenValidationError, match="images"):
-        StarVideosCreateOperator(task_id="t", prompt="cat", images=["https://a"] * 3)
+        StarVideosCreateOperator(task_id="t", prompt="cat", images=["ftp://a"])
     with pytest.raises(VidgenValidationError, match="last_frame_image"):
         VideosCreateOperator(task_id="t", prompt="cat", duration=5, image="https://a/1.png")
 

@@ -110,7 +110,12 @@ class _VidgenCreateOperator(BaseOperator):
 
         :raises VidgenValidationError: a parameter breaks a rule of the API (no request is sent).
         """
-        return self.request_class.build(**{name: getattr(self, name) for name in self.request_fields})
+        request = self.request_class.build(**{name: getattr(self, name) for name in self.request_fields})
+        if isinstance(request, StarVideosRequest) and request.ignored_images:
+            self.log.warning(
+                "StarVideos uses only the first 2 images: %d more given, ignored and not sent", request.ignored_images
+            )
+        return request
 
     @cached_property
     def hook(self) -> VidgenHook:
@@ -346,8 +351,8 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param duration: Seconds of video, 3 to 15 (default 5). Templated.
     :param model: ``starvideos_v3``.
     :param ratio: ``16:9`` or ``9:16``.
-    :param images: 0 (text-to-video), 1 (single image) or 2 (first/last frame) image URLs; more is
-        an error. Templated.
+    :param images: 0 (text-to-video), 1 (single image) or 2 (first/last frame) image URLs. The API
+        uses only the first 2: any more are ignored and not sent, with a warning. Templated.
     :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
     :param wait_for_completion: Wait until the generation is ``completed`` (or fail if ``failed``).
     :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
