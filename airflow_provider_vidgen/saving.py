@@ -461,3 +461,50 @@ def record_asset_events(context: Any, outlets: Any, manifest: dict[str, Any]) ->
     for outlet in outlets or []:
         if isinstance(outlet, Asset):
             events[outlet].extra.update(manifest)
+
+
+#: The ``dag_run.conf`` key that a run of a consumer DAG without triggering events reads its videos
+#: from (a manual run, ``airflow dags test --conf``): a list of manifests.
+CONF_KEY = "vidgen_videos"
+
+
+def saved_videos(context: Any, include_skipped: bool = False) -> list[dict[str, Any]]:
+    """The manifests of every video behind this run of a DAG scheduled on a saving task's asset.
+
+    Airflow does not start one consumer run per asset event: a run receives every event of its assets
+    since the consumer's previous asset-triggered run, so one run often carries several videos (from
+    one or several producer runs). Iterate all of them; this reads them from
+    ``triggering_asset_events`` (``triggering_dataset_events`` on Airflow 2), oldest first, each
+    video once (an event reached through two assets, or an asset and an alias, counts once). Events
+    without a manifest (from other producers of the asset) are left out, and so are those of a kept
+    object (``"skipped": true``) unless ``include_skipped``.
+
+    A run without triggering events (triggered by hand, or ``airflow dags test`` with ``--conf``)
+    reads a list of manifests from its conf key ``vidgen_videos`` instead: that is how a consumer DAG
+    is tested offline, or made to process given videos again.
+
+    :param context: The task's context (``get_current_context()``, or ``**context`` of a ``@task``).
+    :param include_skipped: Also return the manifests of objects that were kept, not saved anew.
+    :raises VidgenValidationError: ``vidgen_videos`` in the conf is not a list of manifests.
+    """
+    events = context.get("triggering_asset_events") or context.get("triggering_dataset_events") or {}
+    found: list[tuple[Any, dict[str, Any]]] = []
+    for batch in events.values():
+        for event in batch:
+            found.append((getattr(event, "timestamp", None), dict(getattr(event, "extra", None) or {})))
+    if not found:
+        dag_run = context.get("dag_run")
+        listed = (getattr(dag_run, "conf", None) or {}).get(CONF_KEY, [])
+        if not isinstance(listed, list) or not all(isinstance(m, dict) and m.get("uri") for m in listed):
+            raise VidgenValidationError(f"dag_run.conf[{CONF_KEY!r}]: must be a list of manifests, each with a 'uri'")
+        found = [(None, dict(manifest)) for manifest in listed]
+    found.sort(key=lambda pair: (pair[0] is not None, pair[0] or 0))
+    videos: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for _, manifest in found:
+        key = (manifest.get("uri"), manifest.get("sha256"), manifest.get("generation_id"))
+        if not manifest.get("uri") or key in seen or (manifest.get("skipped") and not include_skipped):
+            continue
+        seen.add(key)
+        videos.append(manifest)
+    return videos
