@@ -75,21 +75,19 @@ def test_one_run_carries_every_queued_video_oldest_first_each_once() -> None:
 
 
 def test_a_run_without_events_reads_the_videos_from_its_conf() -> None:
-    class DagRun:
-        conf = {CONF_KEY: [manifest("a"), manifest("b"), manifest("a")]}
+    from types import SimpleNamespace
 
-    assert [video["uri"] for video in saved_videos({"dag_run": DagRun()})] == [
+    run = SimpleNamespace(conf={CONF_KEY: [manifest("a"), manifest("b"), manifest("a")]})
+    assert [video["uri"] for video in saved_videos({"dag_run": run})] == [
         "file:///videos/a.mp4",
         "file:///videos/b.mp4",
     ]
     assert saved_videos({"dag_run": None}) == []
     assert saved_videos({**triggering_events(), "dag_run": None}) == []
 
-    class BadRun:
-        conf = {CONF_KEY: ["file:///videos/a.mp4"]}
-
+    bad = SimpleNamespace(conf={CONF_KEY: ["file:///videos/a.mp4"]})
     with pytest.raises(VidgenValidationError, match="vidgen_videos"):
-        saved_videos({"dag_run": BadRun()})
+        saved_videos({"dag_run": bad})
 
 
 # -- offline, end to end: the producer's real asset events drive `airflow dags test` of the consumer --
