@@ -231,7 +231,7 @@ class VideoSaver:
                     except _NotAVideo as err:
                         not_a_video += 1
                         if not_a_video > 1:  # a fresh URL did not help: fail now, clearly
-                            raise self._not_a_video(generation_id, err) from None
+                            raise self._not_a_video(generation_id, err, fresh_url_tried=True) from None
                         refresh = True
                         raise
                     except _Retry as err:
@@ -240,7 +240,7 @@ class VideoSaver:
         except RetryError as err:
             last = err.last_attempt.exception()
             if isinstance(last, _NotAVideo):
-                raise self._not_a_video(generation_id, last) from None
+                raise self._not_a_video(generation_id, last, fresh_url_tried=False) from None
             raise VidgenTransientError(
                 f"Could not download the video of generation {generation_id} to {destination}: {last} "
                 f"(gave up after {err.last_attempt.attempt_number} attempts; nothing was left at the destination)"
@@ -255,10 +255,10 @@ class VideoSaver:
         return manifest
 
     @staticmethod
-    def _not_a_video(generation_id: str, err: _NotAVideo) -> VidgenNotAVideoError:
+    def _not_a_video(generation_id: str, err: _NotAVideo, fresh_url_tried: bool) -> VidgenNotAVideoError:
+        again = "The same with a fresh URL from the API; n" if fresh_url_tried else "N"
         return VidgenNotAVideoError(
-            f"Could not save the video of generation {generation_id}: {err}. The same with a fresh URL from "
-            f"the API; nothing was saved"
+            f"Could not save the video of generation {generation_id}: {err}. {again}othing was saved"
         )
 
     @staticmethod

@@ -573,3 +573,19 @@ def test_object_store_destination_is_written_at_its_own_key(emulator_conn: Emula
         VideoSaver(hook.settings, Log()).save(finished(emulator_conn), result_then_a_prefix_appears, second)
     assert sorted(p.name for p in second.iterdir()) == ["inside.mp4"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.mp4", "b.mp4"]  # no temporary object left
+
+
+def test_without_retries_a_page_fails_at_once_as_not_a_video(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=0))
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(text=HTML, content_type="text/html"))
+    with pytest.raises(VidgenNotAVideoError, match="not a video") as info:
+        download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert "fresh URL" not in str(info.value)
+    assert str(info.value).endswith("Nothing was saved")
+    assert len(emulator_conn.requests_to("download")) == 1
+    assert leftovers(tmp_path) == []
