@@ -3,16 +3,20 @@
 Shared by ``VideoDownloadOperator`` and the create operators' ``output_path``. The video is streamed
 in 1 MiB chunks (bounded memory) to a temporary object beside the destination, checked against
 ``Content-Length``, then moved into place: a failed or interrupted download never leaves a partial
-object at the destination. The download uses a session of its own with no ``Authorization`` header,
-so the API key never reaches the video host, even across redirects.
+object at the destination. Only an answer that is a video is saved (see :func:`not_a_video`); a
+destination that is a folder is refused before anything is created or downloaded. The download uses
+a session of its own with no ``Authorization`` header, so the API key never reaches the video host,
+even across redirects.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -33,7 +37,6 @@ from airflow_provider_vidgen.waiting import Log
 if TYPE_CHECKING:
     # Object storage (fsspec, universal_pathlib) and requests are imported when a task saves, not on
     # every DAG parse.
-    import requests
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 CHUNK_BYTES = 1 << 20
@@ -43,9 +46,35 @@ IfExists = Literal["overwrite", "skip", "fail"]
 #: Answers of the video host that mean "this URL is no longer good": ask the API for a fresh one.
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 
+#: Content types that say nothing about the bytes: the body must then start like a video container.
+GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+#: How much of the body is read and checked before anything is written.
+HEAD_BYTES = 512
+#: How much of a wrong answer is quoted in the error message.
+QUOTE_BYTES = 100
+
+_LOCAL_PROTOCOLS = ("file", "local", "")
+_SIGNED_QUERY = re.compile(r"(https?://[^\s\"'<>?#]*)\?[^\s\"'<>#]*")
+
 
 class VidgenOutputExistsError(VidgenError, AirflowFailException):
     """The destination already exists and ``if_exists="fail"``. Never retried."""
+
+
+class VidgenDestinationError(VidgenError, AirflowFailException):
+    """The destination names a folder (an existing one, or it ends with ``/``). Never retried.
+
+    Raised before anything is created or downloaded, and, should a folder appear at the destination
+    during the download, instead of moving the video into it.
+    """
+
+
+class VidgenNotAVideoError(VidgenError):
+    """The video host answered 200 with something that is not a video, also for a fresh URL.
+
+    Nothing was saved. Not transient within the task (it was tried with a fresh URL already), but a
+    later try of the task may find the host serving the video again, so Airflow's retries apply.
+    """
 
 
 class _Retry(VidgenTransientError):
@@ -54,6 +83,29 @@ class _Retry(VidgenTransientError):
     def __init__(self, message: str, refresh_url: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.refresh_url = refresh_url
+
+
+class _NotAVideo(_Retry):
+    """A 200 answer that is not a video: tried once more with a fresh URL, then the save fails."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, refresh_url=True)
+
+
+def _folder_error(destination: Any) -> VidgenDestinationError:
+    return VidgenDestinationError(
+        f"destination {destination} is a folder: give the full name of the file to write "
+        f"(e.g. {str(destination).rstrip('/')}/video.mp4); nothing was created or downloaded"
+    )
+
+
+def check_destination(destination: ObjectStoragePath) -> None:
+    """Refuse a destination that is an existing folder (one stat; on object stores, a prefix).
+
+    :raises VidgenDestinationError: it is a folder (nothing was done).
+    """
+    if destination.is_dir():
+        raise _folder_error(destination)
 
 
 def as_storage_path(destination: Any) -> ObjectStoragePath:
@@ -69,6 +121,8 @@ def as_storage_path(destination: Any) -> ObjectStoragePath:
     text = str(destination or "").strip()
     if not text:
         raise VidgenValidationError("destination: must be a URI or a path (got an empty value)")
+    if text.endswith(("/", os.sep)):  # ObjectStoragePath and abspath would drop the slash silently
+        raise _folder_error(text)
     if "://" not in text:
         text = "file://" + os.path.abspath(text)
     return ObjectStoragePath(text)
@@ -112,7 +166,9 @@ def keep_existing(
     :returns: the kept object's manifest for ``skip``; ``None`` when there is nothing there or it is
         to be overwritten.
     :raises VidgenOutputExistsError: it exists and ``if_exists`` is ``fail`` (nothing was done).
+    :raises VidgenDestinationError: it is a folder, whatever ``if_exists`` says (nothing was done).
     """
+    check_destination(destination)
     if not destination.exists():
         return None
     if if_exists == "fail":
@@ -142,7 +198,10 @@ class VideoSaver:
         :param get_result: Reads the generation's result (``VidgenHook.get_result``).
         :param destination: Where the video goes (overwritten if present).
         :returns: The manifest: ``generation_id, uri, bytes, sha256, content_type, actual_duration, model``.
+        :raises VidgenDestinationError: ``destination`` is a folder (checked before anything is read).
+        :raises VidgenNotAVideoError: the host answered something that is not a video, twice.
         """
+        check_destination(destination)
         result = self._completed(generation_id, get_result)
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.max_retries + 1),
@@ -161,6 +220,7 @@ class VideoSaver:
             ),
         )
         refresh = False
+        not_a_video = 0
         try:
             for attempt in retrying:
                 with attempt:
@@ -168,11 +228,19 @@ class VideoSaver:
                         result = self._completed(generation_id, get_result)  # ask the API for a fresh URL
                     try:
                         manifest = self._download(result, destination)
+                    except _NotAVideo as err:
+                        not_a_video += 1
+                        if not_a_video > 1:  # a fresh URL did not help: fail now, clearly
+                            raise self._not_a_video(generation_id, err, fresh_url_tried=True) from None
+                        refresh = True
+                        raise
                     except _Retry as err:
                         refresh = err.refresh_url
                         raise
         except RetryError as err:
             last = err.last_attempt.exception()
+            if isinstance(last, _NotAVideo):
+                raise self._not_a_video(generation_id, last, fresh_url_tried=False) from None
             raise VidgenTransientError(
                 f"Could not download the video of generation {generation_id} to {destination}: {last} "
                 f"(gave up after {err.last_attempt.attempt_number} attempts; nothing was left at the destination)"
@@ -185,6 +253,13 @@ class VideoSaver:
             manifest["sha256"],
         )
         return manifest
+
+    @staticmethod
+    def _not_a_video(generation_id: str, err: _NotAVideo, fresh_url_tried: bool) -> VidgenNotAVideoError:
+        again = "The same with a fresh URL from the API; n" if fresh_url_tried else "N"
+        return VidgenNotAVideoError(
+            f"Could not save the video of generation {generation_id}: {err}. {again}othing was saved"
+        )
 
     @staticmethod
     def _completed(generation_id: str, get_result: Callable[[str], GenerationResult]) -> GenerationResult:
@@ -223,10 +298,16 @@ class VideoSaver:
                         raise VidgenError(f"GET {where}: HTTP {response.status_code}")
                     expected = response.headers.get("Content-Length")
                     content_type = response.headers.get("Content-Type")
-                    size, digest = self._stream_to(response, temporary)
+                    chunks = response.iter_content(CHUNK_BYTES)
+                    head = _read_head(chunks)
+                    problem = not_a_video(content_type, head)
+                    if problem is not None:
+                        quoted = self._quote(head, url)
+                        raise _NotAVideo(f"GET {where}: HTTP 200 but {problem}; the answer starts with {quoted}")
+                    size, digest = self._stream_to(head, chunks, temporary)
             if expected is not None and expected.isdigit() and int(expected) != size:
                 raise _Retry(f"GET {where}: got {size} of {expected} bytes")
-            temporary.rename(destination)
+            _move_into_place(temporary, destination)
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             self._discard(temporary)  # e.g. a redirect to a non-http(s) URL: retrying cannot help
             raise VidgenError(f"GET {where}: {type(exc).__name__}: refusing to follow it") from None
@@ -246,14 +327,29 @@ class VideoSaver:
             "model": result.model,
         }
 
+    def _quote(self, head: bytes, url: str) -> str:
+        """The first bytes of a wrong answer, for an error message: bounded, printable, secret-free.
+
+        A page may echo the link it refuses: query strings (signatures) are cut, and so is the API key.
+        """
+        text = head[:QUOTE_BYTES].decode("utf-8", "replace")
+        query = urlsplit(url).query
+        if query:
+            text = text.replace(query, "...")
+        text = protocol.redact(_SIGNED_QUERY.sub(r"\1?...", text), self.settings.api_key)
+        text = "".join(c if c.isprintable() else " " for c in text)
+        text = " ".join(text.split())
+        more = "..." if len(head) > QUOTE_BYTES else ""
+        return repr(text) + more if text else "nothing (an empty body)"
+
     @staticmethod
-    def _stream_to(response: requests.Response, temporary: ObjectStoragePath) -> tuple[int, str]:
-        if temporary.protocol in ("file", "local", ""):
+    def _stream_to(head: bytes, chunks: Iterator[bytes], temporary: ObjectStoragePath) -> tuple[int, str]:
+        if temporary.protocol in _LOCAL_PROTOCOLS:
             temporary.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
         with temporary.open("wb") as out:
-            for chunk in response.iter_content(CHUNK_BYTES):
+            for chunk in itertools.chain((head,), chunks):
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
@@ -265,6 +361,90 @@ class VideoSaver:
                 temporary.unlink()
         except Exception as err:  # best effort: the destination itself is untouched either way
             self.log.warning("Could not remove the partial download %s: %s", temporary, err)
+
+
+def _read_head(chunks: Iterator[bytes]) -> bytes:
+    """At least ``HEAD_BYTES`` of the body (fewer only if it is shorter), from its first chunks."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= HEAD_BYTES:
+            break
+    return head
+
+
+def video_container(head: bytes) -> str | None:
+    """The video container the first bytes of a file announce, or ``None``.
+
+    Recognised: ISO-BMFF (MP4, MOV, 3GP: an ``ftyp`` box first; QuickTime files may start with
+    ``moov`` or ``mdat``), Matroska/WebM (EBML), Ogg, AVI, ASF/WMV, FLV, MPEG-TS and MPEG-PS.
+    """
+    if head[4:8] in (b"ftyp", b"moov", b"mdat"):
+        return "ISO-BMFF"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "Matroska/WebM"
+    if head.startswith(b"OggS"):
+        return "Ogg"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "AVI"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "ASF"
+    if head.startswith(b"FLV\x01"):
+        return "FLV"
+    if len(head) > 188 and head[0] == head[188] == 0x47:
+        return "MPEG-TS"
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return "MPEG-PS"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    # HTML, XML or JSON (an error page or document), after an optional BOM and blanks.
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"<", b"{", b"[")
+
+
+def not_a_video(content_type: str | None, head: bytes) -> str | None:
+    """Why an HTTP 200 answer is not the video, or ``None`` if it may be saved.
+
+    :param content_type: The answer's ``Content-Type`` header.
+    :param head: The first bytes of its body (``HEAD_BYTES``, or all of a shorter body).
+
+    - An empty body is not a video.
+    - ``video/*``: accepted, unless the body starts like a text document (HTML, XML, JSON).
+    - ``application/octet-stream`` (or ``binary/octet-stream``, or no ``Content-Type``): the body
+      must start like a video container (:func:`video_container`).
+    - Any other type (``text/html``, ``application/json``, ...) is not a video.
+    """
+    media = (content_type or "").split(";")[0].strip().lower()
+    if not head:
+        return f"the body is empty (Content-Type {content_type or 'absent'})"
+    if media.startswith("video/"):
+        return f"Content-Type is {media} and the body is a text document" if _looks_like_text(head) else None
+    if media in GENERIC_TYPES or not media:
+        if video_container(head) is None:
+            return f"Content-Type is {media or 'absent'} and the body does not start like a video container"
+        return None
+    return f"Content-Type is {content_type!r}, not a video (video/* or application/octet-stream)"
+
+
+def _move_into_place(temporary: ObjectStoragePath, destination: ObjectStoragePath) -> None:
+    """Move the complete download to ``destination`` itself, never into a folder found there.
+
+    A plain move (``fsspec``'s ``mv``) moves a file *into* a folder at the target. Locally,
+    ``os.replace`` replaces a file atomically and refuses a folder; elsewhere the object is copied to
+    exactly the destination key (``cp_file``), which never descends into a prefix.
+    """
+    if destination.protocol in _LOCAL_PROTOCOLS:
+        try:
+            os.replace(temporary.path, destination.path)
+        except IsADirectoryError:
+            raise _folder_error(destination) from None
+        return
+    if destination.is_dir():
+        raise _folder_error(destination)
+    fs = destination.fs
+    fs.cp_file(temporary.path, destination.path)
+    fs.rm_file(temporary.path)
 
 
 def record_asset_events(context: Any, outlets: Any, manifest: dict[str, Any]) -> None:
@@ -281,3 +461,50 @@ def record_asset_events(context: Any, outlets: Any, manifest: dict[str, Any]) ->
     for outlet in outlets or []:
         if isinstance(outlet, Asset):
             events[outlet].extra.update(manifest)
+
+
+#: The ``dag_run.conf`` key that a run of a consumer DAG without triggering events reads its videos
+#: from (a manual run, ``airflow dags test --conf``): a list of manifests.
+CONF_KEY = "vidgen_videos"
+
+
+def saved_videos(context: Any, include_skipped: bool = False) -> list[dict[str, Any]]:
+    """The manifests of every video behind this run of a DAG scheduled on a saving task's asset.
+
+    Airflow does not start one consumer run per asset event: a run receives every event of its assets
+    since the consumer's previous asset-triggered run, so one run often carries several videos (from
+    one or several producer runs). Iterate all of them; this reads them from
+    ``triggering_asset_events`` (``triggering_dataset_events`` on Airflow 2), oldest first, each
+    video once (an event reached through two assets, or an asset and an alias, counts once). Events
+    without a manifest (from other producers of the asset) are left out, and so are those of a kept
+    object (``"skipped": true``) unless ``include_skipped``.
+
+    A run without triggering events (triggered by hand, or ``airflow dags test`` with ``--conf``)
+    reads a list of manifests from its conf key ``vidgen_videos`` instead: that is how a consumer DAG
+    is tested offline, or made to process given videos again.
+
+    :param context: The task's context (``get_current_context()``, or ``**context`` of a ``@task``).
+    :param include_skipped: Also return the manifests of objects that were kept, not saved anew.
+    :raises VidgenValidationError: ``vidgen_videos`` in the conf is not a list of manifests.
+    """
+    events = context.get("triggering_asset_events") or context.get("triggering_dataset_events") or {}
+    found: list[tuple[Any, dict[str, Any]]] = []
+    for batch in events.values():
+        for event in batch:
+            found.append((getattr(event, "timestamp", None), dict(getattr(event, "extra", None) or {})))
+    if not found:
+        dag_run = context.get("dag_run")
+        listed = (getattr(dag_run, "conf", None) or {}).get(CONF_KEY, [])
+        if not isinstance(listed, list) or not all(isinstance(m, dict) and m.get("uri") for m in listed):
+            raise VidgenValidationError(f"dag_run.conf[{CONF_KEY!r}]: must be a list of manifests, each with a 'uri'")
+        found = [(None, dict(manifest)) for manifest in listed]
+    found.sort(key=lambda pair: (pair[0] is not None, pair[0] or 0))
+    videos: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for _, manifest in found:
+        key = (manifest.get("uri"), manifest.get("sha256"), manifest.get("generation_id"))
+        if not manifest.get("uri") or key in seen or (manifest.get("skipped") and not include_skipped):
+            continue
+        seen.add(key)
+        videos.append(manifest)
+    return videos

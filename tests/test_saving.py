@@ -305,3 +305,287 @@ def test_skipped_saves_put_the_existing_manifest_on_the_asset_events(emulator_co
         assert events[asset].extra["uri"] == f"file://{target}"
         assert events[asset].extra["skipped"] is True
     assert emulator_conn.requests == []
+
+
+# -- only a video is saved (a 200 page, an empty body or a wrong type never is) -----------------------
+
+HTML = "<!doctype html><html><head><title>Link expired</title></head><body>Sorry, this link has expired.</body></html>"
+
+
+def content(times: int = 1, text: str | None = None, content_type: str = "application/octet-stream") -> Fault:
+    return Fault(kind="content", endpoint="download", times=times, text=text, content_type=content_type)
+
+
+def test_html_page_is_handled_as_an_expired_url_and_the_fresh_url_is_saved(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(text=HTML, content_type="text/html; charset=utf-8"))
+    target = tmp_path / "a.mp4"
+    manifest = download(generation_id, target).execute(context)
+    assert [r.fault for r in emulator_conn.requests_to("download")] == ["content", None]
+    assert len(emulator_conn.requests_to("result")) == 2  # asked the API for a fresh URL
+    assert target.read_bytes() == emulator_conn.video_content()
+    assert manifest["content_type"] == "video/mp4"
+    assert leftovers(tmp_path) == ["a.mp4"]
+
+
+def test_html_page_again_for_the_fresh_url_fails_clearly_and_saves_nothing(
+    emulator_conn: Emulator, tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import Asset
+
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+    from tests.conftest import FakeTI
+
+    class Event:
+        def __init__(self) -> None:
+            self.extra: dict[str, Any] = {}
+
+    asset = Asset("vidgen_test_videos")
+    events = {asset: Event()}
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(times=5, text=HTML, content_type="text/html; charset=utf-8"))
+    with pytest.raises(VidgenNotAVideoError) as info:
+        download(generation_id, tmp_path / "a.mp4", outlets=[asset]).execute({"ti": FakeTI(), "outlet_events": events})
+    message = str(info.value)
+    assert "Content-Type is 'text/html; charset=utf-8', not a video" in message
+    assert "'<!doctype html><html><head><title>Link expired</title></head>" in message  # the first bytes, quoted
+    assert "fresh URL" in message
+    assert "nothing was saved" in message
+    assert not isinstance(info.value, VidgenTransientError)  # not retried in the task: it was tried twice
+    assert len(emulator_conn.requests_to("download")) == 2
+    assert len(emulator_conn.requests_to("result")) == 2
+    assert leftovers(tmp_path) == []
+    assert events[asset].extra == {}  # no manifest for an asset event
+
+
+def test_output_path_never_saves_a_page_as_the_video(emulator_conn: Emulator, tmp_path: Path) -> None:
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+    from tests.conftest import FakeTI
+
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
+    emulator_conn.add_fault(content(times=2, text=HTML, content_type="text/html"))
+    ti = FakeTI()
+    with pytest.raises(VidgenNotAVideoError):
+        star(tmp_path / "star.mp4").execute({"ti": ti})
+    assert "output" not in ti.xcom
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "content_type", "reason"),
+    [
+        ("", "video/mp4", "the body is empty (Content-Type video/mp4)"),
+        ("", "application/octet-stream", "the body is empty"),
+        (HTML, "video/mp4", "Content-Type is video/mp4 and the body is a text document"),
+        ('{"error": "expired"}', "application/json", "Content-Type is 'application/json', not a video"),
+        ("plain words", "text/plain", "Content-Type is 'text/plain', not a video"),
+        (HTML, "application/octet-stream", "application/octet-stream and the body does not start like a video"),
+        ("PK\x03\x04 a zip file", "binary/octet-stream", "binary/octet-stream and the body does not start like"),
+    ],
+)
+def test_wrong_answers_are_never_saved(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, text: str, content_type: str, reason: str
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(times=2, text=text, content_type=content_type))
+    with pytest.raises(VidgenNotAVideoError, match="HTTP 200 but") as info:
+        download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert reason in str(info.value)
+    assert leftovers(tmp_path) == []
+
+
+def test_generic_type_is_saved_when_the_body_is_a_video(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content())  # the real MP4, as application/octet-stream
+    manifest = download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert manifest["content_type"] == "application/octet-stream"
+    assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
+    assert len(emulator_conn.requests_to("download")) == 1
+
+
+def test_quoted_bytes_are_bounded_and_secret_free(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    from airflow_provider_vidgen.saving import QUOTE_BYTES, VidgenNotAVideoError
+
+    generation_id = finished(emulator_conn)
+    echo = (
+        f"<p>key {emulator_conn.api_key}: https://cdn.example/v.mp4?expires=1&signature=SIGNED-PART\x00\x07 gone</p>"
+        + "x" * 5000
+    )
+    emulator_conn.add_fault(content(times=2, text=echo, content_type="text/html"))
+    with pytest.raises(VidgenNotAVideoError) as info:
+        download(generation_id, tmp_path / "a.mp4").execute(context)
+    message = str(info.value)
+    assert "SIGNED-PART" not in message
+    assert "expires=" not in message
+    assert emulator_conn.api_key not in message
+    assert "https://cdn.example/v.mp4?..." in message
+    assert "\x00" not in message
+    assert "\x07" not in message
+    assert "x" * (QUOTE_BYTES + 1) not in message
+    assert len(message) < 1000
+
+
+@pytest.mark.parametrize(
+    ("head", "container"),
+    [
+        (b"\x00\x00\x00\x18ftypmp42", "ISO-BMFF"),
+        (b"\x00\x00\x00\x08moov", "ISO-BMFF"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "Matroska/WebM"),
+        (b"OggS\x00\x02", "Ogg"),
+        (b"RIFF\x00\x00\x00\x00AVI LIST", "AVI"),
+        (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9", "ASF"),
+        (b"FLV\x01\x05", "FLV"),
+        (b"\x47" + b"\x00" * 187 + b"\x47", "MPEG-TS"),
+        (b"\x00\x00\x01\xba\x44", "MPEG-PS"),
+        (b"<!doctype html>", None),
+        (b"\x47 only one sync byte", None),
+        (b"", None),
+    ],
+)
+def test_video_containers_recognised(head: bytes, container: str | None) -> None:
+    from airflow_provider_vidgen.saving import video_container
+
+    assert video_container(head) == container
+
+
+# -- a destination that is a folder -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("if_exists", ["overwrite", "skip", "fail"])
+def test_existing_folder_destination_fails_before_anything_is_read(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, if_exists: str
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenDestinationError
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "other.mp4").write_bytes(b"other")
+    for destination in (str(folder), f"file://{folder}", folder):
+        with pytest.raises(VidgenDestinationError, match="is a folder") as info:
+            download("proj_x", destination, if_exists=if_exists).execute(context)
+        assert isinstance(info.value, AirflowFailException)  # no retries
+    assert emulator_conn.requests == []
+    assert leftovers(folder) == ["other.mp4"]
+
+
+def test_destination_ending_with_a_slash_fails_before_anything_is_read(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenDestinationError
+
+    for destination in (f"{tmp_path}/new/", f"file://{tmp_path}/new/", f"{tmp_path}/"):
+        with pytest.raises(VidgenDestinationError, match="is a folder"):
+            download("proj_x", destination).execute(context)
+    assert emulator_conn.requests == []
+    assert leftovers(tmp_path) == []  # not even the folder was created
+
+
+@pytest.mark.parametrize("if_output_exists", ["overwrite", "skip", "fail"])
+def test_output_path_folder_creates_nothing(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, if_output_exists: str
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenDestinationError
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for output_path in (str(folder), f"{folder}/", f"{tmp_path}/not-yet/"):
+        op = StarVideosCreateOperator(
+            task_id="t", prompt="p", poll_interval=0.05, output_path=output_path, if_output_exists=if_output_exists
+        )
+        with pytest.raises(VidgenDestinationError, match="is a folder") as info:
+            op.execute(context)
+        assert isinstance(info.value, AirflowFailException)  # no retries
+    assert emulator_conn.creates() == []  # nothing created, nothing billed
+    assert emulator_conn.requests == []
+    assert leftovers(folder) == []
+    assert leftovers(tmp_path) == ["videos"]
+
+
+def test_folder_that_appears_during_the_download_is_not_filled(emulator_conn: Emulator, tmp_path: Path) -> None:
+    from airflow_provider_vidgen.saving import VidgenDestinationError
+
+    generation_id = finished(emulator_conn)
+    target = tmp_path / "a.mp4"
+    hook = VidgenHook()
+
+    def result_then_a_folder_appears(gid: str) -> GenerationResult:
+        result = hook.get_result(gid)
+        target.mkdir()  # after the destination was checked, before the video is moved into place
+        return result
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    with pytest.raises(VidgenDestinationError, match="is a folder"):
+        VideoSaver(hook.settings, Log()).save(generation_id, result_then_a_folder_appears, as_storage_path(target))
+    assert len(emulator_conn.requests_to("download")) == 1  # downloaded, then refused to move it into the folder
+    assert leftovers(target) == []
+    assert leftovers(tmp_path) == ["a.mp4"]  # the folder only: no temporary file left behind
+
+
+def _memory_path(uri: str) -> Any:
+    """An ObjectStoragePath on fsspec's in-memory filesystem (an object store without real folders)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    try:
+        from airflow.sdk.io import attach
+    except ImportError:  # Airflow 2
+        from airflow.io.store import attach  # type: ignore[no-redef]
+    attach("memory", fs=MemoryFileSystem())
+    return as_storage_path(uri)
+
+
+def test_object_store_destination_is_written_at_its_own_key(emulator_conn: Emulator, tmp_path: Path) -> None:
+    import uuid
+
+    from airflow_provider_vidgen.saving import VidgenDestinationError
+
+    bucket = f"memory://bucket-{uuid.uuid4().hex}"
+    hook = VidgenHook()
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    target = _memory_path(f"{bucket}/day/a.mp4")
+    manifest = VideoSaver(hook.settings, Log()).save(finished(emulator_conn), hook.get_result, target)
+    assert target.read_bytes() == emulator_conn.video_content()
+    assert manifest["uri"] == str(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.mp4"]
+
+    second = _memory_path(f"{bucket}/day/b.mp4")
+
+    def result_then_a_prefix_appears(gid: str) -> GenerationResult:
+        result = hook.get_result(gid)
+        (second / "inside.mp4").write_bytes(b"other")  # b.mp4 is now a "folder" (a prefix)
+        return result
+
+    with pytest.raises(VidgenDestinationError, match="is a folder"):
+        VideoSaver(hook.settings, Log()).save(finished(emulator_conn), result_then_a_prefix_appears, second)
+    assert sorted(p.name for p in second.iterdir()) == ["inside.mp4"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.mp4", "b.mp4"]  # no temporary object left
+
+
+def test_without_retries_a_page_fails_at_once_as_not_a_video(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=0))
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(text=HTML, content_type="text/html"))
+    with pytest.raises(VidgenNotAVideoError, match="not a video") as info:
+        download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert "fresh URL" not in str(info.value)
+    assert str(info.value).endswith("Nothing was saved")
+    assert len(emulator_conn.requests_to("download")) == 1
+    assert leftovers(tmp_path) == []

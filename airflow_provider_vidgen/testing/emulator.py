@@ -46,6 +46,7 @@ FAULT_KINDS = (
     "truncate",
     "redirect",
     "gzip",
+    "content",
 )
 
 
@@ -77,10 +78,13 @@ class Fault:
         ``{"code": code, "msg": msg, "data": null}``), ``unknown_status`` (result answers ``status``
         = ``value``); for downloads also ``truncate`` (announce the full length, send half, drop the
         connection), ``redirect`` (302 to another path of the download host) and ``gzip`` (compress
-        the body when the client accepts gzip, with the compressed ``Content-Length``).
+        the body when the client accepts gzip, with the compressed ``Content-Length``) and ``content``
+        (HTTP 200 whose body is ``text``, default the video itself, sent as ``content_type``: e.g. the
+        HTML page some hosts answer for an expired link, an empty body, a wrong type).
     :param text: With ``status``: a plain-text body instead of the JSON one (a proxy's answer).
     :param endpoint: ``videos_create``, ``starvideos_create``, ``create`` (both), ``result``,
         ``download`` or ``any``.
+    :param content_type: With ``content``: the ``Content-Type`` of the answer.
     :param times: How many matching requests it applies to.
     :param after_create: For creates: create (and "bill") the task first, then apply the fault;
         the client cannot know the task exists.
@@ -97,6 +101,7 @@ class Fault:
     msg: str = "internal error, please retry"
     value: str = "paused"
     text: str | None = None
+    content_type: str = "application/octet-stream"
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -671,6 +676,10 @@ class Emulator:
                 body=gzip.compress(self.video_content()),
                 headers={"Content-Type": "video/mp4", "Content-Encoding": "gzip"},
             )
+        if fault is not None and fault.kind == "content":
+            entry.fault, entry.status = "content", 200
+            body = self.video_content() if fault.text is None else fault.text.encode()
+            return web.Response(body=body, headers={"Content-Type": fault.content_type})
         if fault is not None and fault.kind not in ("truncate", "gzip"):
             answer = await self._apply_fault(request, fault, entry)
             if answer is not None:
