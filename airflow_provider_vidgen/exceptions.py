@@ -78,12 +78,17 @@ class VidgenAPIError(VidgenError):
 
     :param message: What went wrong (never contains the API key).
     :param http_status: HTTP status, when there was one.
+    :param json_body: The answer's body was JSON.
+    :param api_code: The ``code`` of the API's ``{code, msg, data}`` error envelope, when it sent one.
     """
 
-    def __init__(self, message: str, http_status: int | None = None, json_body: bool = False) -> None:
+    def __init__(
+        self, message: str, http_status: int | None = None, json_body: bool = False, api_code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.json_body = json_body
+        self.api_code = api_code
 
 
 class VidgenAuthError(VidgenAPIError, AirflowFailException):

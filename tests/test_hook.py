@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from airflow_provider_vidgen import __version__
+from airflow_provider_vidgen import __version__, protocol
 from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
@@ -116,12 +116,27 @@ def test_user_agent_and_keep_alive(hook: VidgenHook, emulator_conn: Emulator) ->
 # -- errors -------------------------------------------------------------------------------------------
 
 
-def test_envelope_error_with_http_200_raises_with_msg(hook: VidgenHook, emulator_conn: Emulator) -> None:
-    emulator_conn.add_fault(Fault(kind="envelope", endpoint="videos_create", code="1001", msg="insufficient balance"))
-    with pytest.raises(VidgenAPIError, match="insufficient balance"):
+@pytest.mark.parametrize("code", sorted(protocol.CREATE_REFUSED_CODES))
+def test_envelope_error_with_a_refusal_code_raises_with_msg(hook: VidgenHook, emulator_conn: Emulator, code: str) -> None:
+    emulator_conn.add_fault(Fault(kind="envelope", endpoint="videos_create", code=code, msg="insufficient balance"))
+    with pytest.raises(VidgenAPIError, match="insufficient balance") as info:
         hook.create(VIDEOS)
+    assert info.value.api_code == code
     assert len(emulator_conn.creates()) == 1
     assert emulator_conn.generations == []
+
+
+@pytest.mark.parametrize("code", ["1001", "500", "503", "E_QUOTA", "-1"])
+@pytest.mark.parametrize("endpoint", ["videos_create", "starvideos_create"])
+def test_envelope_error_with_any_other_code_is_an_unknown_outcome(
+    hook: VidgenHook, emulator_conn: Emulator, code: str, endpoint: str
+) -> None:
+    # The API does not document whether a task can exist behind an error envelope: only the codes
+    # that mean a refusal prove that nothing was created; any other code is never resent.
+    emulator_conn.add_fault(Fault(kind="envelope", endpoint=endpoint, code=code, msg="insufficient balance"))
+    with pytest.raises(VidgenCreateOutcomeUnknownError, match=r"insufficient balance.*outcome is unknown"):
+        hook.create(VIDEOS if endpoint == "videos_create" else STAR)
+    assert len(emulator_conn.creates()) == 1
 
 
 def test_server_side_validation_answer_is_rejected_not_retried(hook: VidgenHook, emulator_conn: Emulator) -> None:
