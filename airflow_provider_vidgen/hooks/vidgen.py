@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_vidgen import protocol
-from airflow_provider_vidgen._compat import mask_secret
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_vidgen.exceptions import (
@@ -108,9 +107,7 @@ class VidgenHook(BaseHook):
     def settings(self) -> ConnectionSettings:
         """Settings read once from the Airflow connection (the key is registered with the masker)."""
         conn = self.get_connection(self.vidgen_conn_id)
-        settings = ConnectionSettings.from_connection(conn, **self._overrides)
-        mask_secret(settings.api_key)
-        return settings
+        return ConnectionSettings.from_connection(conn, **self._overrides)
 
     def get_conn(self) -> requests.Session:
         """The hook's ``requests.Session``, created on first use and kept for keep-alive."""
