@@ -158,6 +158,10 @@ class ScriptedServer:
 
     def close(self) -> None:
         self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
         self._listener.close()
         for conn in self._open:
             conn.close()

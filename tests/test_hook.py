@@ -13,6 +13,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenAuthError,
     VidgenConfigError,
     VidgenCreateOutcomeUnknownError,
+    VidgenGenerationFailedError,
     VidgenNotFoundError,
     VidgenRequestRejectedError,
     VidgenTransientError,
@@ -440,3 +441,31 @@ def test_uri_connection_keeps_port_and_path(emulator_conn: Emulator, monkeypatch
     )
     hook = VidgenHook()
     assert hook.settings.base_url == f"https://127.0.0.1:{emulator_conn.port}/kyyReactApiServer"
+
+
+def test_starvideos_create_answered_failed_raises_generation_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_create_transport import ScriptedServer
+
+    body = json.dumps({"id": "video_starvideos_7", "object": "video", "status": "failed", "error": "policy"})
+    answer = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    server = ScriptedServer([f"raw:{answer}"])
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VIDGEN_DEFAULT",
+            json.dumps({"conn_type": "vidgen", "host": f"http://127.0.0.1:{server.port}", "password": "k"}),
+        )
+        with pytest.raises(VidgenGenerationFailedError, match="video_starvideos_7 failed: policy") as info:
+            VidgenHook().create(STAR)
+    finally:
+        server.close()
+    assert info.value.generation_id == "video_starvideos_7"
+    assert info.value.api_error == "policy"
+    assert len(server.requests) == 1  # not resent
+
+
+def test_test_connection_without_a_key_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_X", json.dumps({"conn_type": "vidgen", "host": "https://api.example"}))
+    ok, message = VidgenHook("vidgen_x").test_connection()
+    assert not ok
+    assert "vidgen_x" in message
+    assert "no API key" in message
