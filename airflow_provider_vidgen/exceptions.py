@@ -123,7 +123,9 @@ class VidgenMalformedResponseError(VidgenTransientError):
 class VidgenCreateOutcomeUnknownError(VidgenError, AirflowFailException):
     """A create request may or may not have created (and billed) a task. Not retried by default.
 
-    Raised after a read timeout, a dropped connection or a 5xx once the request was sent. The API
+    Raised when a create fails after the first byte of its request was sent (a read timeout, a
+    dropped connection or broken TLS stream, an answer that cannot be parsed), on a 5xx or an
+    unreadable 2xx, and on an error envelope whose code is not a refusal. The API
     has no idempotency key, so the provider never resends such a request by itself, and the task
     fails without Airflow retries unless the operator has ``retry_on_unknown_create_outcome=True``.
     """

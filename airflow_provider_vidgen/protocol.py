@@ -10,8 +10,8 @@ from __future__ import annotations
 import email.utils
 import functools
 import json
-import re
 import random
+import re
 import time
 from typing import Any
 from urllib.parse import quote

@@ -7,6 +7,7 @@ HTTP server for answers that no well-behaved server library would send.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -158,10 +159,8 @@ class ScriptedServer:
 
     def close(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        except OSError:
-            pass
         self._listener.close()
         for conn in self._open:
             conn.close()
@@ -329,7 +328,13 @@ def test_a_create_never_goes_out_on_a_kept_alive_connection(emulator_conn: Emula
     hook.create(VIDEOS)
     hook.get_result(generation_id)
     peers = [r.peer for r in emulator_conn.requests]
-    assert [r.endpoint for r in emulator_conn.requests] == ["videos_create", "result", "result", "videos_create", "result"]
+    assert [r.endpoint for r in emulator_conn.requests] == [
+        "videos_create",
+        "result",
+        "result",
+        "videos_create",
+        "result",
+    ]
     assert len(emulator_conn.connections()) == 2
     first, second = peers[0], peers[3]
     assert first != second

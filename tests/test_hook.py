@@ -118,7 +118,9 @@ def test_user_agent_and_keep_alive(hook: VidgenHook, emulator_conn: Emulator) ->
 
 
 @pytest.mark.parametrize("code", sorted(protocol.CREATE_REFUSED_CODES))
-def test_envelope_error_with_a_refusal_code_raises_with_msg(hook: VidgenHook, emulator_conn: Emulator, code: str) -> None:
+def test_envelope_error_with_a_refusal_code_raises_with_msg(
+    hook: VidgenHook, emulator_conn: Emulator, code: str
+) -> None:
     emulator_conn.add_fault(Fault(kind="envelope", endpoint="videos_create", code=code, msg="insufficient balance"))
     with pytest.raises(VidgenAPIError, match="insufficient balance") as info:
         hook.create(VIDEOS)

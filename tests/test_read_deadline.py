@@ -108,18 +108,14 @@ def test_synchronous_wait_timeout_holds_inside_a_polls_retries(emulator_conn: Em
     start = clock.now
     clock.deadline = start + 3
     with pytest.raises(VidgenWaitTimeoutError, match="did not finish within 3s"):
-        wait_for_generation(
-            hook.get_result, generation_id, poll_interval=1, timeout=3, sleep=clock.sleep, clock=clock
-        )
+        wait_for_generation(hook.get_result, generation_id, poll_interval=1, timeout=3, sleep=clock.sleep, clock=clock)
     assert clock.now - start == 3  # the wait's own sleeps: 1 + 1 + 1; the hook slept not at all
     assert [seconds for seconds, _ in clock.sleeps] == [1, 1, 1]
     assert len(sent) == 4  # one request per poll, at 0, 1, 2 and 3 s
     assert all(read <= max(MIN_REQUEST_TIMEOUT, left) for left, _, read in sent)
 
 
-def test_sensor_poke_passes_its_timeout_as_the_reads_deadline(
-    emulator_conn: Emulator, context: dict[str, Any]
-) -> None:
+def test_sensor_poke_passes_its_timeout_as_the_reads_deadline(emulator_conn: Emulator, context: dict[str, Any]) -> None:
     sensor = VideoGenerationSensor(task_id="wait", generation_id="proj_1", timeout=3, poke_interval=1)
     slept: list[float] = []
     sensor.hook._sleep = slept.append

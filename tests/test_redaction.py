@@ -63,8 +63,9 @@ def test_error_excerpts_decode_json_and_scrub_the_key(form: str) -> None:
 
 
 def test_json_body_is_quoted_decoded() -> None:
-    body = json.dumps({"msg": "caf\u00e9 \u2013 quota"})  # ensure_ascii: escaped on the wire
-    assert "café – quota" in protocol.excerpt(body)
+    body = json.dumps({"msg": "caf\u00e9 \u00d7 quota"})  # ensure_ascii: escaped on the wire
+    assert "\\u00e9" in body
+    assert "caf\u00e9 \u00d7 quota" in protocol.excerpt(body)
 
 
 def test_envelope_msg_with_an_escaped_key_is_scrubbed() -> None:
@@ -122,7 +123,9 @@ def test_connection_test_message_from_a_body_echoing_the_escaped_key(monkeypatch
 
 
 def test_connection_test_without_a_key_is_a_failed_test_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", json.dumps({"conn_type": "vidgen", "host": "https://api.example"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT", json.dumps({"conn_type": "vidgen", "host": "https://api.example"})
+    )
     ok, message = VidgenHook().test_connection()
     assert not ok
     assert "VidgenConfigError" in message

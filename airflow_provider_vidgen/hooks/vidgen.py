@@ -196,9 +196,7 @@ class VidgenHook(BaseHook):
         probe = VidgenHook(self.vidgen_conn_id)
         try:
             # Inside the try: a connection without a key (or with a bad extra) is a failed test, not a crash.
-            probe.settings = replace(
-                self.settings, timeout=PROBE_TIMEOUT, connect_timeout=PROBE_TIMEOUT, max_retries=0
-            )
+            probe.settings = replace(self.settings, timeout=PROBE_TIMEOUT, connect_timeout=PROBE_TIMEOUT, max_retries=0)
             probe.get_result(PROBE_GENERATION_ID)
         except VidgenAuthError as err:
             return False, f"API key rejected: {err}"
@@ -250,7 +248,9 @@ class VidgenHook(BaseHook):
                 last = err
             if attempt > settings.max_retries:
                 raise protocol.gave_up(last, attempt) from None
-            delay = protocol.backoff_delay(attempt, settings.retry_base_delay, settings.retry_max_delay, last.retry_after)
+            delay = protocol.backoff_delay(
+                attempt, settings.retry_base_delay, settings.retry_max_delay, last.retry_after
+            )
             if deadline is not None and delay >= deadline - self._clock():
                 raise VidgenTransientError(
                     f"{last} (gave up after {attempt} attempt{'s' if attempt > 1 else ''}: the next retry, due in "
