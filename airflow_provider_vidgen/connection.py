@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_vidgen import __version__
+from airflow_provider_vidgen import __version__, _compat
 from airflow_provider_vidgen.connection_form import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -133,9 +133,7 @@ class ConnectionSettings:
             raise VidgenConfigError(f"Connection {conn_id!r}: the API key contains whitespace or control characters")
         # Registered with Airflow's secrets masker wherever settings are read (the hook in a worker,
         # the trigger in the triggerer), so Airflow masks the key in every log line too.
-        from airflow_provider_vidgen._compat import mask_secret
-
-        mask_secret(api_key)
+        _compat.mask_secret(api_key)
         extra = conn.extra_dejson or {}
         values: dict[str, Any] = {
             "timeout": _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, 0.001),
