@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 
 from airflow_provider_vidgen.exceptions import (
     VidgenConfigError,
     VidgenCreateOutcomeUnknownError,
     VidgenTransientError,
 )
+from airflow_provider_vidgen.hooks._transport import recording
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import VideosRequest
 from airflow_provider_vidgen.testing import Emulator
@@ -339,3 +341,50 @@ def test_a_create_never_goes_out_on_a_kept_alive_connection(emulator_conn: Emula
     first, second = peers[0], peers[3]
     assert first != second
     assert peers == [first, first, first, second, second]
+
+
+def test_a_create_through_an_http_proxy_is_still_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The proxy (a raw loopback server) reads the forwarded create and answers a malformed header:
+    # the request went out through the proxy's recording connection, so the outcome is unknown.
+    answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\n{}"
+    proxy = ScriptedServer([f"raw:{answer}"])
+    try:
+        hook = hook_for(monkeypatch, "http://127.0.0.1:9")  # never reached directly: the proxy answers
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        hook.get_conn().proxies = {"http": f"http://127.0.0.1:{proxy.port}"}
+        with pytest.raises(VidgenCreateOutcomeUnknownError, match="InvalidHeader"):
+            hook.create(VIDEOS)
+        assert len(proxy.requests) == 1
+        with recording() as record, pytest.raises(requests.exceptions.InvalidHeader):
+            hook.get_conn().get("http://127.0.0.1:9/v1/result/p", timeout=5)
+        assert (record.instrumented, record.connected, record.bytes_sent) == (True, True, True)
+        assert len(proxy.requests) == 2
+    finally:
+        proxy.close()
+
+
+def test_failures_the_transport_did_not_record_fall_back_to_the_exception_class(emulator_conn: Emulator) -> None:
+    # E.g. a request through a SOCKS proxy: its connections are not the recording ones.
+    import urllib3
+
+    from airflow_provider_vidgen.hooks._transport import SendRecord
+
+    hook = VidgenHook()
+    what = "POST /v1/videos/videos"
+    unrecorded = SendRecord(dispatched=True)
+    refused = requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(None, "/", urllib3.exceptions.NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+    )
+    for exc in (requests.exceptions.ConnectTimeout("connect timed out"), refused):
+        error = hook._transport_error(exc, unrecorded, what, create=True)
+        assert isinstance(error, VidgenTransientError)
+        assert not isinstance(error, VidgenCreateOutcomeUnknownError)
+    for exc in (
+        requests.exceptions.ReadTimeout("read timed out"),
+        requests.exceptions.SSLError("bad record mac"),
+        requests.exceptions.InvalidHeader("Content-Length contained multiple unmatching values"),
+    ):
+        assert isinstance(hook._transport_error(exc, unrecorded, what, create=True), VidgenCreateOutcomeUnknownError)
+    # Raised while the request was being built, before the transport: a configuration problem.
+    assert isinstance(hook._transport_error(ValueError("bad"), SendRecord(), what, create=True), VidgenConfigError)

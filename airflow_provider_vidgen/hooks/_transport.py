@@ -27,6 +27,10 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 class SendRecord:
     """How far one request got before it ended (normally or with an exception).
 
+    :param dispatched: The request was built and handed to the transport (errors before that are the
+        client refusing to build it).
+    :param instrumented: The request went through one of the recording connections below (when it
+        did not, e.g. through a SOCKS proxy, the other fields say nothing).
     :param connecting: Opening a connection (TCP, then the TLS handshake) was started.
     :param connected: The connection was established (and the TLS handshake completed).
     :param reused: The request went out on a kept-alive connection from the pool.
@@ -34,6 +38,8 @@ class SendRecord:
         server may have received (and acted on) the request.
     """
 
+    dispatched: bool = False
+    instrumented: bool = False
     connecting: bool = False
     connected: bool = False
     reused: bool = False
@@ -64,6 +70,7 @@ def _connect(conn: Any, connect: Any) -> None:
     if record is None:
         connect()
         return
+    record.instrumented = True
     record.connecting = True
     conn._vidgen_in_connect = True  # a proxy's CONNECT line is not the request
     try:
@@ -77,6 +84,7 @@ def _before_send(conn: Any) -> None:
     record = _current()
     if record is None or getattr(conn, "_vidgen_in_connect", False):
         return
+    record.instrumented = True
     if conn.sock is None:
         conn.connect()  # http.client would open it inside send(); open it here so it is recorded
     elif not record.connected:
@@ -114,12 +122,30 @@ class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = RecordingHTTPSConnection
 
 
+_POOL_CLASSES: dict[str, type[urllib3.HTTPConnectionPool]] = {
+    "http": _HTTPConnectionPool,
+    "https": _HTTPSConnectionPool,
+}
+
+
 class RecordingAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections fill the thread's :class:`SendRecord`."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+        self.poolmanager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        record = _current()
+        if record is not None:
+            record.dispatched = True
+        return super().send(request, *args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, urllib3.ProxyManager):  # an HTTP(S) proxy; a SOCKS proxy is not recorded
+            manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+        return manager
 
     def drop_idle_connections(self) -> None:
         """Close the kept-alive connections, so the next request opens a fresh one."""

@@ -59,6 +59,21 @@ def _speaks_plain_http(exc: BaseException) -> bool:
     return "WRONG_VERSION_NUMBER" in text or "wrong version number" in text
 
 
+def _unsent_by_class(exc: BaseException) -> bool:
+    """Whether ``exc``'s class alone proves no connection was made (used when nothing was recorded)."""
+    import requests
+    import urllib3.exceptions
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)
+        # NewConnectionError covers refused connections and DNS failures (NameResolutionError).
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
+
+
 class VidgenHook(BaseHook):
     """Talks to the Videos / StarVideos API with the key and base URL of an Airflow connection.
 
@@ -340,12 +355,21 @@ class VidgenHook(BaseHook):
         """
         settings = self.settings
         reason = f"{what}: {type(exc).__name__}: {protocol.redact(str(exc), settings.api_key)}"
+        before_sending = not record.dispatched or (
+            record.instrumented and not record.connecting and not record.bytes_sent
+        )
+        if isinstance(exc, ValueError) and before_sending:
+            # Refused by the client before anything was sent: a configuration problem, never retried.
+            return VidgenConfigError(
+                f"{what}: the request could not be built ({type(exc).__name__}); check the connection"
+            )
+        if not record.instrumented and not _unsent_by_class(exc):
+            # The request did not go through the recording connections (e.g. a SOCKS proxy): only
+            # the failures whose class proves that no connection was made count as "nothing sent".
+            return (
+                _Retry(reason) if not create else VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason))
+            )
         if not record.bytes_sent:
-            if isinstance(exc, ValueError) and not record.connecting:
-                # Refused by the client before anything was sent: a configuration problem, never retried.
-                return VidgenConfigError(
-                    f"{what}: the request could not be built ({type(exc).__name__}); check the connection"
-                )
             if _speaks_plain_http(exc):
                 # Every retry would fail the same way, and nothing was sent: say what to change.
                 return VidgenConfigError(f"{reason} - {PLAIN_HTTP_HINT}")
