@@ -25,6 +25,7 @@ import requests
 from airflow_provider_vidgen.exceptions import (
     VidgenConfigError,
     VidgenCreateOutcomeUnknownError,
+    VidgenRequestRejectedError,
     VidgenTransientError,
 )
 from airflow_provider_vidgen.hooks._transport import recording
@@ -388,3 +389,33 @@ def test_failures_the_transport_did_not_record_fall_back_to_the_exception_class(
         assert isinstance(hook._transport_error(exc, unrecorded, what, create=True), VidgenCreateOutcomeUnknownError)
     # Raised while the request was being built, before the transport: a configuration problem.
     assert isinstance(hook._transport_error(ValueError("bad"), SendRecord(), what, create=True), VidgenConfigError)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_create_answered_with_a_redirect_is_an_unknown_outcome(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    # A server may answer a POST it has processed with 303 (or 302, POST-redirect-GET).
+    answer = f"HTTP/1.1 {status} See Other\r\nLocation: /v1/result/proj_9\r\nContent-Length: 0\r\n\r\n"
+    server = ScriptedServer([f"raw:{answer}"])
+    try:
+        hook = hook_for(monkeypatch, f"http://127.0.0.1:{server.port}")
+        with pytest.raises(VidgenCreateOutcomeUnknownError, match=rf"HTTP {status} redirect.*outcome is unknown"):
+            hook.create(VIDEOS)
+        assert len(server.requests) == 1
+        with pytest.raises(VidgenRequestRejectedError, match=rf"HTTP {status} redirect"):
+            hook.get_result("proj_1")  # a read is just refused: redirects are never followed
+    finally:
+        server.close()
+
+
+def test_an_unexpected_error_reading_a_create_answer_is_an_unknown_outcome(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen import protocol
+
+    def broken(status: int, body: str, secret: str | None) -> str:
+        raise KeyError("projectId")
+
+    monkeypatch.setattr(protocol, "parse_videos_create", broken)
+    with pytest.raises(VidgenCreateOutcomeUnknownError, match=r"KeyError while reading the answer"):
+        VidgenHook().create(VIDEOS)
+    assert len(emulator_conn.generations) == 1

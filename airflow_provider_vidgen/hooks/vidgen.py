@@ -319,6 +319,23 @@ class VidgenHook(BaseHook):
                 response = session.request(method, url, json=json, timeout=timeouts, allow_redirects=False)
             except (requests.RequestException, ValueError, OSError) as exc:
                 raise self._transport_error(exc, record, what, create) from None
+        try:
+            return self._read_answer(response, parse, what, create)
+        except VidgenError:
+            raise
+        except Exception as exc:
+            if not create:
+                raise
+            # Anything unexpected while reading a create's answer: the server did answer, so it acted.
+            reason = (
+                f"{what}: {type(exc).__name__} while reading the answer: {protocol.redact(str(exc), settings.api_key)}"
+            )
+            raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason)) from None
+
+    def _read_answer(
+        self, response: requests.Response, parse: Callable[[int, str, str], T], what: str, create: bool
+    ) -> T:
+        settings = self.settings
         status = response.status_code
         retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
         error = protocol.error_for_answer(status, response.text, what, settings.api_key, retry_after)
@@ -337,6 +354,9 @@ class VidgenHook(BaseHook):
                         self._unknown_outcome_message(f"{err} (this code does not say that nothing was created)")
                     ) from None
                 raise
+        if create and 300 <= status < 400:
+            # A server may answer a POST it processed with a redirect (303, or 302 as in POST-redirect-GET).
+            raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
         if not isinstance(error, VidgenTransientError):
             raise error
         if create and status not in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):
