@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_vidgen import __version__
+from airflow_provider_vidgen import __version__, _compat
 from airflow_provider_vidgen.connection_form import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -116,6 +116,8 @@ class ConnectionSettings:
     def from_connection(cls, conn: Any, **overrides: Any) -> ConnectionSettings:
         """Build settings from an Airflow ``Connection``; ``overrides`` (not ``None``) win over extras.
 
+        The key is registered with Airflow's secrets masker (``mask_secret``).
+
         :param conn: The Airflow connection object.
         :param overrides: ``timeout``, ``connect_timeout``, ``max_retries``, ``retry_base_delay``,
             ``retry_max_delay`` given in code.
@@ -129,6 +131,9 @@ class ConnectionSettings:
         if any(ch.isspace() or not ch.isprintable() for ch in api_key):
             # Such a key cannot go in an HTTP header; say so without echoing it.
             raise VidgenConfigError(f"Connection {conn_id!r}: the API key contains whitespace or control characters")
+        # Registered with Airflow's secrets masker wherever settings are read (the hook in a worker,
+        # the trigger in the triggerer), so Airflow masks the key in every log line too.
+        _compat.mask_secret(api_key)
         extra = conn.extra_dejson or {}
         values: dict[str, Any] = {
             "timeout": _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, 0.001),

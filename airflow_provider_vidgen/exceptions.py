@@ -114,12 +114,17 @@ class VidgenAPIError(VidgenError):
 
     :param message: What went wrong (never contains the API key).
     :param http_status: HTTP status, when there was one.
+    :param json_body: The answer's body was JSON.
+    :param api_code: The ``code`` of the API's ``{code, msg, data}`` error envelope, when it sent one.
     """
 
-    def __init__(self, message: str, http_status: int | None = None, json_body: bool = False) -> None:
+    def __init__(
+        self, message: str, http_status: int | None = None, json_body: bool = False, api_code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.json_body = json_body
+        self.api_code = api_code
 
 
 class VidgenAuthError(VidgenAPIError, AirflowFailException):
@@ -154,7 +159,9 @@ class VidgenMalformedResponseError(VidgenTransientError):
 class VidgenCreateOutcomeUnknownError(VidgenError, AirflowFailException):
     """A create request may or may not have created (and billed) a task. Not retried by default.
 
-    Raised after a read timeout, a dropped connection or a 5xx once the request was sent. The API
+    Raised when a create fails after the first byte of its request was sent (a read timeout, a
+    dropped connection or broken TLS stream, an answer that cannot be parsed), on a 5xx or an
+    unreadable 2xx, and on an error envelope whose code is not a refusal. The API
     has no idempotency key, so the provider never resends such a request by itself, and the task
     fails without Airflow retries unless the operator has ``retry_on_unknown_create_outcome=True``.
     """

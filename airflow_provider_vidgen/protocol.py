@@ -8,8 +8,10 @@ failures the same way.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import random
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
+    VidgenGenerationFailedError,
     VidgenMalformedResponseError,
     VidgenNotFoundError,
     VidgenRequestRejectedError,
@@ -52,16 +55,58 @@ def result_path(generation_id: str) -> str:
     return RESULT_PATH.format(id=quote(generation_id.strip(), safe=""))
 
 
+def _escaped_char(char: str) -> str:
+    """A regex matching ``char`` as it may appear in quoted text: itself, a JSON ``\\uXXXX`` escape,
+    a backslash escape (JSON ``\\/``, possibly escaped again), a percent-encoding or an HTML entity."""
+    code = ord(char)
+    percent = "".join(f"%{byte:02x}" for byte in char.encode("utf-8"))
+    forms = [re.escape(char), rf"\\+u{code:04x}", percent, f"&#0*{code};", f"&#x0*{code:x};"]
+    if code < 0x100:
+        forms.append(rf"\\+x{code:02x}")
+    if not char.isalnum():
+        forms.append(r"\\+" + re.escape(char))
+    if code > 0xFFFF:  # a JSON escape of a character outside the BMP is a surrogate pair
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        forms.append(rf"\\+u{high:04x}\\+u{low:04x}")
+    return "(?:" + "|".join(forms) + ")"
+
+
+@functools.lru_cache(maxsize=16)
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    return re.compile("".join(_escaped_char(char) for char in secret), re.IGNORECASE)
+
+
 def redact(text: str, secret: str | None) -> str:
-    """Replace every occurrence of ``secret`` in ``text``."""
-    if secret:
-        text = text.replace(secret, "***")
-    return text
+    """Replace every occurrence of ``secret`` in ``text``, also in its common escaped forms.
+
+    The one redaction function of the provider (hook, async client, connection test). Besides the
+    key itself it finds the key with any of its characters written as a JSON ``\\uXXXX`` escape,
+    backslash-escaped (JSON's ``\\/``, also escaped twice), as ``\\xXX``, percent-encoded (``%2D``, any
+    case) or as an HTML character reference, in any mix.
+    """
+    if not secret or not text:
+        return text
+    return _secret_pattern(secret).sub("***", text.replace(secret, "***"))
+
+
+def _decoded(body: str) -> str:
+    """A JSON body as decoded text (escapes resolved, so the key in it is found); other text as is."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, ensure_ascii=False)
 
 
 def excerpt(body: str, secret: str | None = None, limit: int = BODY_EXCERPT_CHARS) -> str:
-    """A short, single-line, secret-free excerpt of a response body for error messages."""
-    flat = " ".join(redact(body, secret).split())
+    """A short, single-line, secret-free excerpt of a response body for error messages.
+
+    A JSON body is decoded first, and the decoded text is redacted (as is the raw text of any other
+    body), so a key the server echoes JSON-escaped is scrubbed too.
+    """
+    flat = " ".join(redact(_decoded(body), secret).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
@@ -156,13 +201,35 @@ def url_for_log(url: str) -> str:
     return url.split("#", 1)[0].split("?", 1)[0]
 
 
+#: Envelope codes (``code != "0"``) of a create answer that mean "refused, nothing was created".
+#:
+#: The API documents only ``"0"`` (success) and says the reason of any other code is in ``msg``; it
+#: does not say whether a task can exist when an error envelope comes back. Only the HTTP-style codes
+#: whose meaning is a refusal before acting are taken as "nothing created": a malformed or invalid
+#: request (400, 413, 415, 422), a rejected key (401, 403), an unknown route (404, 405) and a rate
+#: limit (429). Every other code - 5xx-style codes, vendor codes such as ``"1001"``, anything
+#: undocumented - leaves the outcome unknown (:func:`create_refused`), so it is never resent.
+CREATE_REFUSED_CODES: frozenset[str] = frozenset({"400", "401", "403", "404", "405", "413", "415", "422", "429"})
+
+
+def create_refused(error: VidgenAPIError) -> bool:
+    """Whether the error envelope ``error`` (from a create answer) proves that nothing was created."""
+    return error.api_code is not None and error.api_code.strip() in CREATE_REFUSED_CODES
+
+
 def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str | None) -> VidgenAPIError:
     msg = payload.get("msg") or "no reason given"
-    return VidgenAPIError(f"{what}: API error code {payload.get('code')!r}: {excerpt(str(msg), secret)}", status)
+    code = payload.get("code")
+    text = f"{what}: API error code {excerpt(repr(code), secret)}: {excerpt(str(msg), secret)}"
+    return VidgenAPIError(text, status, json_body=True, api_code=str(code))
 
 
 def parse_videos_create(status: int, body: str, secret: str | None) -> str:
-    """The ``projectId`` of a successful Videos create answer (HTTP 2xx, envelope ``code`` "0")."""
+    """The ``projectId`` of a successful Videos create answer (HTTP 2xx, envelope ``code`` "0").
+
+    :raises VidgenAPIError: an error envelope (``api_code`` set; see :data:`CREATE_REFUSED_CODES`).
+    :raises VidgenMalformedResponseError: not the documented envelope.
+    """
     what = f"POST {VIDEOS_CREATE_PATH}"
     payload = _json(body)
     if not isinstance(payload, dict) or "code" not in payload:
@@ -179,7 +246,13 @@ def parse_videos_create(status: int, body: str, secret: str | None) -> str:
 
 
 def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
-    """The ``id`` of a successful StarVideos create answer (a flat object)."""
+    """The ``id`` of a successful StarVideos create answer (a flat object).
+
+    :raises VidgenGenerationFailedError: the answer's documented ``status`` is ``failed`` (the task
+        was created and failed at once); carries the id and the API's ``error``.
+    :raises VidgenAPIError: an error envelope (``api_code`` set).
+    :raises VidgenMalformedResponseError: no id.
+    """
     what = f"POST {STARVIDEOS_CREATE_PATH}"
     payload = _json(body)
     if isinstance(payload, dict) and "code" in payload and str(payload.get("code")) != "0":
@@ -187,6 +260,10 @@ def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
     task_id = payload.get("id") if isinstance(payload, dict) else None
     if not isinstance(task_id, str) or not task_id:
         raise VidgenMalformedResponseError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
+    assert isinstance(payload, dict)
+    if payload.get("status") == "failed":
+        api_error = GenerationResult(id=task_id, status="failed", error=payload.get("error")).error
+        raise VidgenGenerationFailedError(task_id, redact(api_error, secret) if api_error else None)
     return task_id
 
 

@@ -7,6 +7,7 @@ keep waiting. It logs each status change with the elapsed time, and nothing else
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -150,8 +151,15 @@ class WaitTracker:
         self.last_status = status
 
 
+def _takes_deadline(get_result: Callable[..., GenerationResult]) -> bool:
+    try:
+        return "deadline" in inspect.signature(get_result).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def wait_for_generation(
-    get_result: Callable[[str], GenerationResult],
+    get_result: Callable[..., GenerationResult],
     generation_id: str,
     *,
     poll_interval: float,
@@ -163,7 +171,9 @@ def wait_for_generation(
 ) -> GenerationResult:
     """Poll ``get_result`` until the generation completes; return the completed result.
 
-    :param get_result: Reads one result (e.g. ``VidgenHook.get_result``).
+    :param get_result: Reads one result (e.g. ``VidgenHook.get_result``). If it takes a keyword
+        ``deadline``, it gets the wait's deadline (a ``clock()`` value), so a poll's own retries
+        never run past the timeout.
     :param generation_id: The generation to wait on.
     :param poll_interval: Seconds between polls.
     :param timeout: Seconds after which to give up with :class:`VidgenWaitTimeoutError`.
@@ -176,9 +186,11 @@ def wait_for_generation(
     """
     tracker = WaitTracker(generation_id, max_consecutive_failures=max_consecutive_failures, log=log, clock=clock)
     deadline = tracker.started_at + timeout
+    # A reader that takes the deadline (VidgenHook.get_result) keeps each poll's retries inside it.
+    takes_deadline = _takes_deadline(get_result)
     while True:
         try:
-            result = get_result(generation_id)
+            result = get_result(generation_id, deadline=deadline) if takes_deadline else get_result(generation_id)
         except VidgenError as err:
             tracker.on_error(err)
         else:

@@ -7,12 +7,13 @@ import socket
 
 import pytest
 
-from airflow_provider_vidgen import __version__
+from airflow_provider_vidgen import __version__, protocol
 from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
     VidgenConfigError,
     VidgenCreateOutcomeUnknownError,
+    VidgenGenerationFailedError,
     VidgenNotFoundError,
     VidgenRequestRejectedError,
     VidgenTransientError,
@@ -116,12 +117,29 @@ def test_user_agent_and_keep_alive(hook: VidgenHook, emulator_conn: Emulator) ->
 # -- errors -------------------------------------------------------------------------------------------
 
 
-def test_envelope_error_with_http_200_raises_with_msg(hook: VidgenHook, emulator_conn: Emulator) -> None:
-    emulator_conn.add_fault(Fault(kind="envelope", endpoint="videos_create", code="1001", msg="insufficient balance"))
-    with pytest.raises(VidgenAPIError, match="insufficient balance"):
+@pytest.mark.parametrize("code", sorted(protocol.CREATE_REFUSED_CODES))
+def test_envelope_error_with_a_refusal_code_raises_with_msg(
+    hook: VidgenHook, emulator_conn: Emulator, code: str
+) -> None:
+    emulator_conn.add_fault(Fault(kind="envelope", endpoint="videos_create", code=code, msg="insufficient balance"))
+    with pytest.raises(VidgenAPIError, match="insufficient balance") as info:
         hook.create(VIDEOS)
+    assert info.value.api_code == code
     assert len(emulator_conn.creates()) == 1
     assert emulator_conn.generations == []
+
+
+@pytest.mark.parametrize("code", ["1001", "500", "503", "E_QUOTA", "-1"])
+@pytest.mark.parametrize("endpoint", ["videos_create", "starvideos_create"])
+def test_envelope_error_with_any_other_code_is_an_unknown_outcome(
+    hook: VidgenHook, emulator_conn: Emulator, code: str, endpoint: str
+) -> None:
+    # The API does not document whether a task can exist behind an error envelope: only the codes
+    # that mean a refusal prove that nothing was created; any other code is never resent.
+    emulator_conn.add_fault(Fault(kind="envelope", endpoint=endpoint, code=code, msg="insufficient balance"))
+    with pytest.raises(VidgenCreateOutcomeUnknownError, match=r"insufficient balance.*outcome is unknown"):
+        hook.create(VIDEOS if endpoint == "videos_create" else STAR)
+    assert len(emulator_conn.creates()) == 1
 
 
 def test_server_side_validation_answer_is_rejected_not_retried(hook: VidgenHook, emulator_conn: Emulator) -> None:
@@ -425,3 +443,31 @@ def test_uri_connection_keeps_port_and_path(emulator_conn: Emulator, monkeypatch
     )
     hook = VidgenHook()
     assert hook.settings.base_url == f"https://127.0.0.1:{emulator_conn.port}/kyyReactApiServer"
+
+
+def test_starvideos_create_answered_failed_raises_generation_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_create_transport import ScriptedServer
+
+    body = json.dumps({"id": "video_starvideos_7", "object": "video", "status": "failed", "error": "policy"})
+    answer = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    server = ScriptedServer([f"raw:{answer}"])
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VIDGEN_DEFAULT",
+            json.dumps({"conn_type": "vidgen", "host": f"http://127.0.0.1:{server.port}", "password": "k"}),
+        )
+        with pytest.raises(VidgenGenerationFailedError, match="video_starvideos_7 failed: policy") as info:
+            VidgenHook().create(STAR)
+    finally:
+        server.close()
+    assert info.value.generation_id == "video_starvideos_7"
+    assert info.value.api_error == "policy"
+    assert len(server.requests) == 1  # not resent
+
+
+def test_test_connection_without_a_key_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_X", json.dumps({"conn_type": "vidgen", "host": "https://api.example"}))
+    ok, message = VidgenHook("vidgen_x").test_connection()
+    assert not ok
+    assert "vidgen_x" in message
+    assert "no API key" in message

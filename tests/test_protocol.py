@@ -13,6 +13,7 @@ from airflow_provider_vidgen import protocol
 from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
+    VidgenGenerationFailedError,
     VidgenNotFoundError,
     VidgenRequestRejectedError,
     VidgenTransientError,
@@ -128,3 +129,39 @@ def test_retry_after_is_capped() -> None:
 def test_none_generation_id_explains_the_missing_xcom() -> None:
     with pytest.raises(VidgenValidationError, match="found no XCom"):
         protocol.result_path("None")
+
+
+@pytest.mark.parametrize(
+    ("error", "api_error"),
+    [("content policy", "content policy"), ({"message": "bad image", "type": "x"}, "bad image"), (None, None)],
+)
+def test_starvideos_create_answered_failed_raises_with_the_id(error: object, api_error: str | None) -> None:
+    body = json.dumps({"id": "video_starvideos_9", "object": "video", "status": "failed", "error": error})
+    with pytest.raises(VidgenGenerationFailedError) as info:
+        protocol.parse_starvideos_create(200, body, None)
+    assert info.value.generation_id == "video_starvideos_9"
+    assert info.value.api_error == api_error
+
+
+def test_starvideos_failed_error_text_is_redacted() -> None:
+    body = json.dumps({"id": "v1", "status": "failed", "error": "key sk-123 has no credit"})
+    with pytest.raises(VidgenGenerationFailedError) as info:
+        protocol.parse_starvideos_create(200, body, "sk-123")
+    assert "sk-123" not in str(info.value)
+
+
+@pytest.mark.parametrize("code", ["400", "401", "403", "404", "422", "429", " 400 "])
+def test_refusal_codes_prove_nothing_was_created(code: str) -> None:
+    body = json.dumps({"code": code, "msg": "no", "data": None})
+    with pytest.raises(VidgenAPIError) as info:
+        protocol.parse_videos_create(200, body, None)
+    assert protocol.create_refused(info.value)
+
+
+@pytest.mark.parametrize("code", ["1", "1001", "500", "503", "E_QUOTA", "", None, 400.5])
+def test_other_codes_do_not_prove_nothing_was_created(code: object) -> None:
+    body = json.dumps({"code": code, "msg": "no", "data": None})
+    with pytest.raises(VidgenAPIError) as info:
+        protocol.parse_videos_create(200, body, None)
+    assert not protocol.create_refused(info.value)
+    assert not protocol.create_refused(VidgenAPIError("HTTP 400 without an envelope", 400))

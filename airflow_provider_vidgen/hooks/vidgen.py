@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
-from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_vidgen import protocol
-from airflow_provider_vidgen._compat import mask_secret
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_vidgen.exceptions import (
+    VidgenAPIError,
     VidgenAuthError,
     VidgenConfigError,
     VidgenCreateOutcomeUnknownError,
+    VidgenError,
     VidgenMalformedResponseError,
     VidgenNotFoundError,
     VidgenTransientError,
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     # requests is imported when the hook first talks to the API, not on every DAG parse (~0.1 s).
     import requests
 
+    from airflow_provider_vidgen.hooks._transport import SendRecord
+
 T = TypeVar("T")
 
 #: Id used by ``test_connection``: reading its result never creates or bills anything.
@@ -36,17 +39,33 @@ PROBE_GENERATION_ID = "airflow-provider-vidgen-connection-test"
 PROBE_TIMEOUT = 10.0
 
 
+#: Shortest read (and connect) timeout of a request sent close to a wait's deadline, seconds: the
+#: last poll before the deadline still gets a chance to be answered.
+MIN_REQUEST_TIMEOUT = 1.0
+#: Added to a TLS error that shows the server answered the handshake in plain HTTP.
+PLAIN_HTTP_HINT = (
+    "the host speaks plain HTTP, not TLS: the Base URL is https:// (assumed when it has no scheme); "
+    "use http:// for a loopback host"
+)
+
+
 class _Retry(VidgenTransientError):
     """A failure after which sending the same request again is safe."""
 
 
-def _never_connected(exc: requests.RequestException) -> bool:
-    """True when ``exc`` proves the request never reached the server (so nothing was created)."""
+def _speaks_plain_http(exc: BaseException) -> bool:
+    """Whether a TLS error says the server answered the ClientHello with something that is not TLS."""
+    text = str(exc)
+    return "WRONG_VERSION_NUMBER" in text or "wrong version number" in text
+
+
+def _unsent_by_class(exc: BaseException) -> bool:
+    """Whether ``exc``'s class alone proves no connection was made (used when nothing was recorded)."""
     import requests
     import urllib3.exceptions
 
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
-        return True  # no connection, or the TLS handshake failed before any byte of the request
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
     if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
         reason = exc.args[0] if exc.args else None
         reason = getattr(reason, "reason", reason)
@@ -93,6 +112,9 @@ class VidgenHook(BaseHook):
             "retry_max_delay": retry_max_delay,
         }
         self._session: requests.Session | None = None
+        #: Sleep between retries and the monotonic clock deadlines are read on (replaceable in tests).
+        self._sleep: Callable[[float], None] = time.sleep
+        self._clock: Callable[[], float] = time.monotonic
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -100,16 +122,20 @@ class VidgenHook(BaseHook):
     def settings(self) -> ConnectionSettings:
         """Settings read once from the Airflow connection (the key is registered with the masker)."""
         conn = self.get_connection(self.vidgen_conn_id)
-        settings = ConnectionSettings.from_connection(conn, **self._overrides)
-        mask_secret(settings.api_key)
-        return settings
+        return ConnectionSettings.from_connection(conn, **self._overrides)
 
     def get_conn(self) -> requests.Session:
         """The hook's ``requests.Session``, created on first use and kept for keep-alive."""
         if self._session is None:
             import requests
 
+            from airflow_provider_vidgen.hooks._transport import RecordingAdapter
+
             session = requests.Session()
+            # Connections that record how far each request got (see _transport): failures are
+            # classified by when they happened, not by the exception's class.
+            session.mount("https://", RecordingAdapter())
+            session.mount("http://", RecordingAdapter())
             session.headers.update(self.settings.headers())
             self._session = session
         return self._session
@@ -157,17 +183,22 @@ class VidgenHook(BaseHook):
             return self.create_videos(request)
         return self.create_starvideos(request)
 
-    def get_result(self, generation_id: str) -> GenerationResult:
+    def get_result(self, generation_id: str, *, deadline: float | None = None) -> GenerationResult:
         """Read the status (and, once completed, the video URL) of a generation.
 
         Retried with backoff on connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx.
 
         :param generation_id: ``projectId`` of a Videos create or ``id`` of a StarVideos create.
+        :param deadline: A ``time.monotonic()`` value the read must not run past (a wait's timeout):
+            no retry sleeps beyond it (the read gives up instead, whatever ``Retry-After`` asks), and
+            each request's connect and read timeouts are clipped to the time left (at least
+            :data:`MIN_REQUEST_TIMEOUT`).
         """
         return self._request(
             "GET",
             protocol.result_path(generation_id),
             lambda status, body, secret: protocol.parse_result(status, body, generation_id, secret),
+            deadline=deadline,
         )
 
     def test_connection(self) -> tuple[bool, str]:
@@ -178,8 +209,9 @@ class VidgenHook(BaseHook):
         reachable and did not reject the key; anything else is reported as a problem.
         """
         probe = VidgenHook(self.vidgen_conn_id)
-        probe.settings = replace(self.settings, timeout=PROBE_TIMEOUT, connect_timeout=PROBE_TIMEOUT, max_retries=0)
         try:
+            # Inside the try: a connection without a key (or with a bad extra) is a failed test, not a crash.
+            probe.settings = replace(self.settings, timeout=PROBE_TIMEOUT, connect_timeout=PROBE_TIMEOUT, max_retries=0)
             probe.get_result(PROBE_GENERATION_ID)
         except VidgenAuthError as err:
             return False, f"API key rejected: {err}"
@@ -209,49 +241,101 @@ class VidgenHook(BaseHook):
         *,
         json: Any = None,
         create: bool = False,
+        deadline: float | None = None,
     ) -> T:
         """Send a request with the retry policy; return ``parse(status, body, key)`` of the 2xx answer.
 
         Reads are retried after any transient failure (including a malformed answer). A create is
-        retried only when it provably created nothing (no connection made, or 408/429); otherwise
-        its outcome is unknown.
+        resent only when it provably created nothing (no byte of it was sent, or 408/429); an error
+        envelope is raised as it is when its code is in :data:`protocol.CREATE_REFUSED_CODES`, and
+        anything else leaves the outcome unknown.
+        With a ``deadline`` (``time.monotonic()`` value) no retry sleeps past it and each request's
+        timeouts are clipped to the time left.
         """
         settings = self.settings
         what = f"{method} {path}"
-        retrying = Retrying(
-            stop=stop_after_attempt(settings.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Retry),
-            before_sleep=self._log_retry(what),
-            reraise=False,
-        )
-        try:
-            return retrying(self._send_once, method, path, parse, json, create)
-        except RetryError as err:
-            last = err.last_attempt.exception()
-            assert last is not None
-            raise protocol.gave_up(last, err.last_attempt.attempt_number) from None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._send_once(method, path, parse, json, create, self._timeouts(deadline))
+            except _Retry as err:
+                last = err
+            if attempt > settings.max_retries:
+                raise protocol.gave_up(last, attempt) from None
+            delay = protocol.backoff_delay(
+                attempt, settings.retry_base_delay, settings.retry_max_delay, last.retry_after
+            )
+            if deadline is not None and delay >= deadline - self._clock():
+                raise VidgenTransientError(
+                    f"{last} (gave up after {attempt} attempt{'s' if attempt > 1 else ''}: the next retry, due in "
+                    f"{delay:.1f}s, would start after the wait's deadline, {max(0.0, deadline - self._clock()):.1f}s "
+                    f"from now)",
+                    last.http_status,
+                ) from None
+            self.log.warning(
+                "%s failed (attempt %d of %d): %s; retrying in %.1fs",
+                what,
+                attempt,
+                settings.max_retries + 1,
+                last,
+                delay,
+            )
+            self._sleep(delay)
 
-    def _send_once(self, method: str, path: str, parse: Callable[[int, str, str], T], json: Any, create: bool) -> T:
+    def _timeouts(self, deadline: float | None) -> tuple[float, float]:
+        """(connect, read) timeouts of one request, clipped to the time left before ``deadline``."""
+        settings = self.settings
+        if deadline is None:
+            return settings.connect_timeout, settings.timeout
+        left = max(MIN_REQUEST_TIMEOUT, deadline - self._clock())
+        return min(settings.connect_timeout, left), min(settings.timeout, left)
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[int, str, str], T],
+        json: Any,
+        create: bool,
+        timeouts: tuple[float, float],
+    ) -> T:
         import requests
+
+        from airflow_provider_vidgen.hooks._transport import RecordingAdapter, recording
 
         settings = self.settings
         url = settings.base_url + path
         what = f"{method} {path}"
+        session = self.get_conn()
+        if create:
+            # A create always goes out on a new connection: a kept-alive one that the server closed
+            # meanwhile would take the request's bytes and then fail, leaving the outcome unknown.
+            adapter = session.get_adapter(url)
+            if isinstance(adapter, RecordingAdapter):
+                adapter.drop_idle_connections()
+        with recording() as record:
+            try:
+                response = session.request(method, url, json=json, timeout=timeouts, allow_redirects=False)
+            except (requests.RequestException, ValueError, OSError) as exc:
+                raise self._transport_error(exc, record, what, create) from None
         try:
-            response = self.get_conn().request(
-                method, url, json=json, timeout=(settings.connect_timeout, settings.timeout), allow_redirects=False
+            return self._read_answer(response, parse, what, create)
+        except VidgenError:
+            raise
+        except Exception as exc:
+            if not create:
+                raise
+            # Anything unexpected while reading a create's answer: the server did answer, so it acted.
+            reason = (
+                f"{what}: {type(exc).__name__} while reading the answer: {protocol.redact(str(exc), settings.api_key)}"
             )
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
-            # Refused by the client before anything was sent: a configuration problem, never retried.
-            raise VidgenConfigError(
-                f"{what}: the request could not be built ({type(exc).__name__}); check the connection"
-            ) from None
-        except requests.RequestException as exc:
-            reason = f"{what}: {type(exc).__name__}: {protocol.redact(str(exc), settings.api_key)}"
-            if not create or _never_connected(exc):
-                raise _Retry(reason) from None
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason)) from None
+
+    def _read_answer(
+        self, response: requests.Response, parse: Callable[[int, str, str], T], what: str, create: bool
+    ) -> T:
+        settings = self.settings
         status = response.status_code
         retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
         error = protocol.error_for_answer(status, response.text, what, settings.api_key, retry_after)
@@ -263,6 +347,16 @@ class VidgenHook(BaseHook):
                     # A 2xx we cannot read may still have created the task.
                     raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(err))) from None
                 raise _Retry(str(err), status) from None
+            except VidgenAPIError as err:
+                if create and not protocol.create_refused(err):
+                    # An error envelope whose code does not say "refused": a task may exist.
+                    raise VidgenCreateOutcomeUnknownError(
+                        self._unknown_outcome_message(f"{err} (this code does not say that nothing was created)")
+                    ) from None
+                raise
+        if create and 300 <= status < 400:
+            # A server may answer a POST it processed with a redirect (303, or 302 as in POST-redirect-GET).
+            raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
         if not isinstance(error, VidgenTransientError):
             raise error
         if create and status not in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):
@@ -270,35 +364,47 @@ class VidgenHook(BaseHook):
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
         raise _Retry(str(error), status, retry_after)
 
+    def _transport_error(self, exc: BaseException, record: SendRecord, what: str, create: bool) -> VidgenError:
+        """The error for a request that got no answer, classified by how far the request got.
+
+        Nothing is known to have reached the server unless a byte of the request was handed to the
+        socket (``record.bytes_sent``): before that (DNS failure, connection refused, connect
+        timeout, a TLS handshake that failed or stalled), sending again is safe, also for a create.
+        From then on (a TLS stream or connection broken while the answer is read, a read timeout,
+        an answer that cannot be parsed) a create's outcome is unknown.
+        """
+        settings = self.settings
+        reason = f"{what}: {type(exc).__name__}: {protocol.redact(str(exc), settings.api_key)}"
+        before_sending = not record.dispatched or (
+            record.instrumented and not record.connecting and not record.bytes_sent
+        )
+        if isinstance(exc, ValueError) and before_sending:
+            # Refused by the client before anything was sent: a configuration problem, never retried.
+            return VidgenConfigError(
+                f"{what}: the request could not be built ({type(exc).__name__}); check the connection"
+            )
+        if not record.instrumented and not _unsent_by_class(exc):
+            # The request did not go through the recording connections (e.g. a SOCKS proxy): only
+            # the failures whose class proves that no connection was made count as "nothing sent".
+            return (
+                _Retry(reason) if not create else VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason))
+            )
+        if not record.bytes_sent:
+            if _speaks_plain_http(exc):
+                # Every retry would fail the same way, and nothing was sent: say what to change.
+                return VidgenConfigError(f"{reason} - {PLAIN_HTTP_HINT}")
+            stage = "during the TLS handshake" if record.connecting and not record.connected else "before sending"
+            return _Retry(f"{reason} (failed {stage}: nothing was sent, so sending again is safe)")
+        if not create:
+            return _Retry(reason)
+        return VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason))
+
     def _unknown_outcome_message(self, reason: str) -> str:
         return (
             f"{reason} - the create request was sent but its outcome is unknown: a generation may have been "
             f"created and billed. It was not resent (the API has no idempotency key). Check the provider's "
             f"dashboard or billing for a task created just now before running this task again."
         )
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        settings = self.settings
-        return protocol.backoff_delay(
-            state.attempt_number, settings.retry_base_delay, settings.retry_max_delay, retry_after
-        )
-
-    def _log_retry(self, what: str) -> Callable[[RetryCallState], None]:
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            delay = state.next_action.sleep if state.next_action else 0.0
-            self.log.warning(
-                "%s failed (attempt %d of %d): %s; retrying in %.1fs",
-                what,
-                state.attempt_number,
-                self.settings.max_retries + 1,
-                exc,
-                delay,
-            )
-
-        return before_sleep
 
     # -- UI -----------------------------------------------------------------------------------
 

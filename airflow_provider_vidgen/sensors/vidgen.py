@@ -128,7 +128,10 @@ class VideoGenerationSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         store = self._restore_wait(context)
         try:
-            result = self.hook.get_result(self.generation_id)
+            # The tracker's clock is wall-clock time (it carries over between reschedule pokes); the
+            # hook's deadline is monotonic: the time left until the sensor's timeout, from now.
+            left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
+            result = self.hook.get_result(self.generation_id, deadline=time.monotonic() + left)
         except VidgenError as err:
             self.tracker.on_error(err)
             if store is not None:
