@@ -227,3 +227,6 @@ def test_download_generation_id_with_blanks_is_normalised(
     assert manifest["generation_id"] == generation_id
     assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
     assert {r.path.rsplit("/", 1)[-1] for r in emulator_conn.requests_to("result")} == {generation_id}
+    # The manifest of a destination kept as it is names the id without the blanks too.
+    kept = download(generation_id=f"\t{generation_id} ", destination=str(tmp_path / "a.mp4"), if_exists="skip")
+    assert kept.execute(context)["generation_id"] == generation_id
