@@ -51,8 +51,8 @@ DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = timedelta(hours=1)
 
 
-def _seconds(value: float | timedelta, name: str) -> float:
-    _check_options({name: value}, _CREATE_OPTION_RULES, set())
+def _seconds(value: float | timedelta) -> float:
+    """A checked ``poll_interval`` / ``timeout`` as seconds."""
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -203,8 +203,8 @@ class _VidgenCreateOperator(BaseOperator):
         self.if_output_exists = if_output_exists
         self.vidgen_conn_id = vidgen_conn_id
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = _seconds(poll_interval, "poll_interval")
-        self.timeout = _seconds(timeout, "timeout")
+        self.poll_interval = _seconds(poll_interval)
+        self.timeout = _seconds(timeout)
         self.max_consecutive_failures = max_consecutive_failures
         self.deferrable = deferrable
 
@@ -458,10 +458,12 @@ class VideosCreateOperator(_VidgenCreateOperator):
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
     :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
         Default: Airflow's ``[operators] default_deferrable``.
-    :param durable: Remember the generation in the task_state_store (Airflow >= 3.3) so a later try
-        of this task instance reconnects to it or reuses it instead of creating (billing) another.
+    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
+        with its id after, so a later try of this task instance reconnects to it or reuses it instead
+        of creating (billing) another.
     :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
-        (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
+        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
+        retry the task and the retry create again (which may bill twice) instead of failing it
         without retries.
     :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
         implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
@@ -538,10 +540,12 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
     :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
         Default: Airflow's ``[operators] default_deferrable``.
-    :param durable: Remember the generation in the task_state_store (Airflow >= 3.3) so a later try
-        of this task instance reconnects to it or reuses it instead of creating (billing) another.
+    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
+        with its id after, so a later try of this task instance reconnects to it or reuses it instead
+        of creating (billing) another.
     :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
-        (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
+        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
+        retry the task and the retry create again (which may bill twice) instead of failing it
         without retries.
     :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
         implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
