@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -39,6 +40,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenTransientError,
 )
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+from airflow_provider_vidgen.protocol import result_path
 
 #: The task_state_store key. Renaming it would make in-flight retries forget their generation.
 STATE_KEY = "vidgen_generation"
@@ -132,8 +134,10 @@ def proves_task_not_found(err: VidgenNotFoundError, generation_id: str) -> bool:
         return False
     text = str(err)
     _, sep, body = text.partition(f"HTTP {err.http_status}:")
-    body = (body if sep else text).lower()
-    return generation_id.lower() in body and "not found" in body
+    # The quoted body only: the request line before it names the id too.
+    body = (body if sep else text.replace(result_path(generation_id), "")).lower()
+    names_it = re.search(rf"(?<![\w-]){re.escape(generation_id.lower())}(?![\w-])", body) is not None
+    return names_it and "not found" in body
 
 
 def _unknown_outcome(stored: dict[str, Any]) -> VidgenCreateOutcomeUnknownError:

@@ -385,3 +385,24 @@ def test_a_marker_that_cannot_be_written_sends_nothing(emulator_conn: Emulator) 
         op().execute(new_try(ReadOnlyStore()))
     assert not isinstance(info.value, AirflowFailException)
     assert emulator_conn.creates() == []
+
+
+@pytest.mark.parametrize(
+    ("message", "json_body", "proves"),
+    [
+        ('GET /v1/result/proj_1: HTTP 404: {"code": "404", "msg": "task proj_1 not found", "data": null}', True, True),
+        ('GET /v1/result/proj_1: HTTP 404: {"code": "404", "msg": "Task PROJ_1 Not Found"}', True, True),
+        ("GET /v1/result/proj_1: HTTP 404: <html>task proj_1 not found</html>", False, False),
+        ('GET /v1/result/proj_1: HTTP 404: {"code": "404", "msg": "not found", "data": null}', True, False),
+        ('GET /v1/result/proj_1: HTTP 404: {"error": "route not found"}', True, False),
+        ('GET /v1/result/proj_1: HTTP 404: {"msg": "task proj_12 is processing"}', True, False),
+        ('GET /v1/result/proj_1: HTTP 404: {"msg": "task proj_12 not found"}', True, False),
+        # Another wording of the message: the request line's id is not evidence.
+        ('GET /v1/result/proj_1 answered 404 {"msg": "route not found"}', True, False),
+    ],
+)
+def test_what_proves_a_task_unknown(message: str, json_body: bool, proves: bool) -> None:
+    from airflow_provider_vidgen.durable import proves_task_not_found
+    from airflow_provider_vidgen.exceptions import VidgenNotFoundError
+
+    assert proves_task_not_found(VidgenNotFoundError(message, 404, json_body=json_body), "proj_1") is proves
