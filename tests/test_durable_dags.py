@@ -117,6 +117,20 @@ def test_unknown_create_outcome_fails_without_retry(dags_test_in: Any, vidgen_em
     assert "outcome is unknown" in run.output
 
 
+@needs_state_store
+def test_a_try_killed_mid_create_is_not_created_again(dags_test_in: Any, vidgen_emulator: Emulator) -> None:
+    # The API creates (bills) the task and answers after 6 s; execution_timeout (3 s) kills the try
+    # while the create is awaited, and the task has retries=2.
+    vidgen_emulator.add_fault(Fault(kind="delay", delay=6.0, endpoint="create", after_create=True))
+    run = dags_test_in(DAGS, max_retries=0, timeout=30)("vidgen_durable_killed_create")
+    assert run.state == "failed", run.output[-3000:]
+    assert len(vidgen_emulator.creates()) == 1  # exactly one create reached the API
+    assert len(vidgen_emulator.generations) == 1
+    assert run.tasks[("create", -1)] == ("failed", 2)  # the retry refused to create and failed for good
+    assert "outcome of that create is unknown" in run.output
+    assert "check the provider's dashboard or billing for a task created at" in run.output
+
+
 @pytest.mark.skipif(AIRFLOW_V_3_3_PLUS, reason="the Airflow < 3.3 behaviour")
 def test_before_airflow_3_3_retries_create_again_and_warn(dags_test: Any, vidgen_emulator: Emulator) -> None:
     vidgen_emulator.set_timeline(Timeline(queued_for=0.5, processing_for=3.0))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -10,18 +12,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_vidgen import protocol
-from airflow_provider_vidgen.durable import STATE_KEY, decide, request_fingerprint, stored_record
+from airflow_provider_vidgen.durable import (
+    STATE_KEY,
+    decide,
+    failed_record,
+    in_flight_record,
+    request_fingerprint,
+    stored_record,
+)
 from airflow_provider_vidgen.exceptions import (
     VidgenCreateOutcomeUnknownError,
     VidgenError,
+    VidgenGenerationFailedError,
     VidgenStateNotRecordedError,
+    VidgenValidationError,
 )
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 from airflow_provider_vidgen.saving import (
+    IF_EXISTS,
     VideoSaver,
     as_storage_path,
-    check_if_exists,
     keep_existing,
     record_asset_events,
 )
@@ -40,11 +51,9 @@ DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = timedelta(hours=1)
 
 
-def _seconds(value: float | timedelta, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return seconds
+def _seconds(value: float | timedelta) -> float:
+    """A checked ``poll_interval`` / ``timeout`` as seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _is_templated(value: Any) -> bool:
@@ -56,6 +65,95 @@ def _is_templated(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_is_templated(item) for item in value)
     return True
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_positive_duration(value: Any) -> bool:
+    if isinstance(value, timedelta):
+        return value.total_seconds() > 0
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_conn_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_if_exists(value: Any) -> bool:
+    return isinstance(value, str) and value in IF_EXISTS
+
+
+def _is_destination(value: Any) -> bool:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    if isinstance(value, ObjectStoragePath):
+        return True
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_optional_destination(value: Any) -> bool:
+    return value is None or _is_destination(value)
+
+
+def _is_generation_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and value.strip().isprintable()
+
+
+#: Each operator option, the rule it must follow and the check (the request parameters are the models').
+OptionRules = Mapping[str, tuple[str, Callable[[Any], bool]]]
+_CREATE_OPTION_RULES: OptionRules = {
+    "vidgen_conn_id": ("a non-empty connection id (str)", _is_conn_id),
+    "wait_for_completion": ("True or False", _is_bool),
+    "poll_interval": ("a positive number of seconds or a timedelta", _is_positive_duration),
+    "timeout": ("a positive number of seconds or a timedelta", _is_positive_duration),
+    "max_consecutive_failures": ("a whole number >= 0 (int)", _is_count),
+    "deferrable": ("True or False", _is_bool),
+    "durable": ("True or False", _is_bool),
+    "retry_on_unknown_create_outcome": ("True or False", _is_bool),
+    "output_path": ("None, a URI, a local path or an ObjectStoragePath", _is_optional_destination),
+    "if_output_exists": (f"one of {', '.join(IF_EXISTS)}", _is_if_exists),
+}
+_DOWNLOAD_OPTION_RULES: OptionRules = {
+    "generation_id": ("a non-empty generation id (str, no control characters)", _is_generation_id),
+    "destination": ("a URI, a local path or an ObjectStoragePath", _is_destination),
+    "vidgen_conn_id": ("a non-empty connection id (str)", _is_conn_id),
+    "if_exists": (f"one of {', '.join(IF_EXISTS)}", _is_if_exists),
+}
+
+
+def _check_options(values: Mapping[str, Any], rules: OptionRules, templated: set[str]) -> None:
+    """Check each option in ``values`` against its rule; skip the ``templated`` ones (not rendered yet).
+
+    :raises VidgenValidationError: naming every option that breaks its rule (before anything is sent).
+    """
+    problems = [
+        f"{name}: must be {rules[name][0]} (got {_short(value)})"
+        for name, value in values.items()
+        if name in rules and name not in templated and not rules[name][1](value)
+    ]
+    if problems:
+        raise VidgenValidationError("Invalid operator options: " + "; ".join(problems))
+
+
+def _templated_names(values: Mapping[str, Any], template_fields: Collection[str]) -> set[str]:
+    return {name for name in template_fields if name in values and _is_templated(values[name])}
+
+
+#: Whether the "no task_state_store" warning was logged in this process (it is logged once).
+_warned_no_state_store = False
 
 
 class _VidgenCreateOperator(BaseOperator):
@@ -86,17 +184,55 @@ class _VidgenCreateOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_if_exists(if_output_exists, "if_output_exists")
+        options = {
+            "vidgen_conn_id": vidgen_conn_id,
+            "wait_for_completion": wait_for_completion,
+            "poll_interval": poll_interval,
+            "timeout": timeout,
+            "max_consecutive_failures": max_consecutive_failures,
+            "deferrable": deferrable,
+            "durable": durable,
+            "retry_on_unknown_create_outcome": retry_on_unknown_create_outcome,
+            "output_path": output_path,
+            "if_output_exists": if_output_exists,
+        }
+        _check_options(options, _CREATE_OPTION_RULES, _templated_names(options, self.template_fields))
         self.durable = durable
         self.retry_on_unknown_create_outcome = retry_on_unknown_create_outcome
         self.output_path = output_path
         self.if_output_exists = if_output_exists
         self.vidgen_conn_id = vidgen_conn_id
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = _seconds(poll_interval, "poll_interval")
-        self.timeout = _seconds(timeout, "timeout")
+        self.poll_interval = _seconds(poll_interval)
+        self.timeout = _seconds(timeout)
         self.max_consecutive_failures = max_consecutive_failures
         self.deferrable = deferrable
+
+    def _validate_options(self, *, rendered: bool) -> None:
+        """Check every operator option: when built (a DAG import error) and after rendering, before the create.
+
+        Templated options (``vidgen_conn_id``, ``output_path``) that are not rendered yet wait for
+        run time. Nothing between the create and the end of the task depends on an unchecked option.
+        """
+        values = {name: getattr(self, name) for name in _CREATE_OPTION_RULES}
+        _check_options(
+            values, _CREATE_OPTION_RULES, set() if rendered else _templated_names(values, self.template_fields)
+        )
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """``BaseOperator.partial``, with the arguments known at parse time checked now (a DAG import error).
+
+        Fields left to ``expand()`` / ``expand_kwargs()`` (or to their defaults) are unknown here and
+        are checked when Airflow builds each mapped task, before anything is created.
+        """
+        default_args = kwargs.get("default_args")
+        values = {**(default_args if isinstance(default_args, dict) else {}), **kwargs}
+        _check_options(values, _CREATE_OPTION_RULES, _templated_names(values, cls.template_fields))
+        params = {name: values[name] for name in cls.request_fields if name in values}
+        unknown = (set(cls.request_fields) - set(params)) | _templated_names(params, cls.template_fields)
+        cls.request_class.check_known(params, unknown)
+        return super().partial(**kwargs)
 
     def _validate_if_static(self) -> None:
         # Every value known now (no Jinja, no XComArg) is checked now, so a mistake is a DAG import
@@ -129,6 +265,8 @@ class _VidgenCreateOperator(BaseOperator):
             self.hook.close()
 
     def _create_and_maybe_wait(self, context: Context) -> str | None:
+        # Everything that can be wrong in the configuration fails here, before anything is billed.
+        self._validate_options(rendered=True)
         request = self.build_request()
         output = as_storage_path(self.output_path) if self.output_path else None
         kept = keep_existing(output, self.if_output_exists, "if_output_exists") if output is not None else None
@@ -139,24 +277,17 @@ class _VidgenCreateOperator(BaseOperator):
             return None
         store = self._state_store(context)
         fingerprint = request_fingerprint(request)
-        # Before anything is billed: did an earlier try of this task instance create a generation?
-        decision = decide(store.get(STATE_KEY) if store is not None else None, fingerprint, self.hook.get_result)
+        # Before anything is billed: did an earlier try of this task instance create (or send) one?
+        decision = decide(
+            store.get(STATE_KEY) if store is not None else None,
+            fingerprint,
+            self.hook.get_result,
+            retry_on_unknown_create_outcome=self.retry_on_unknown_create_outcome,
+        )
         if store is not None:
             self.log.info("Durable create: %s", decision.reason)
         if decision.generation_id is None:
-            generation_id = self._create(request)
-            if store is not None:
-                # Stored before any waiting or deferring, so every later try finds it.
-                try:
-                    store.set(STATE_KEY, stored_record(generation_id, fingerprint))
-                except Exception as err:
-                    context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
-                    raise VidgenStateNotRecordedError(
-                        f"Generation {generation_id} was created (and billed) but could not be recorded in the "
-                        f"task_state_store ({type(err).__name__}: {err}); failing without retries so a retry does "
-                        f"not create another one. Wait for it with VideoGenerationSensor(generation_id="
-                        f"{generation_id!r})."
-                    ) from err
+            generation_id = self._create(request, store, fingerprint, context)
         else:
             generation_id = decision.generation_id
         # Pushed before any waiting, so the id survives a later failure of this task.
@@ -180,30 +311,82 @@ class _VidgenCreateOperator(BaseOperator):
         return generation_id
 
     def _state_store(self, context: Context) -> Any:
-        """The task_state_store when ``durable`` (Airflow >= 3.3), else ``None`` (with a warning)."""
+        """The task_state_store when ``durable`` (Airflow >= 3.3), else ``None`` (with a warning, once per process)."""
+        global _warned_no_state_store
         if not self.durable:
             return None
         store = context.get("task_state_store")
-        if store is None:
+        if store is None and not _warned_no_state_store:
+            _warned_no_state_store = True
             self.log.warning(
                 "durable=True, but this Airflow has no task_state_store (added in Airflow 3.3): "
-                "a retry of this task may create (and bill) a new generation"
+                "a retry of this task may create (and bill) a new generation. Logged once per process; "
+                "durable=False silences it"
             )
         return store
 
-    def _create(self, request: VideosRequest | StarVideosRequest) -> str:
+    def _create(
+        self, request: VideosRequest | StarVideosRequest, store: Any, fingerprint: str, context: Context
+    ) -> str:
+        """Send the create, with the in-flight marker written before and the id (or nothing) after."""
         self.log.info("Creating %s generation: %s", self.family, request.summary())
+        if store is not None:
+            # Before sending: a try that dies while the create is under way leaves this trace, so the
+            # next try does not create blindly.
+            try:
+                store.set(STATE_KEY, in_flight_record(fingerprint))
+            except Exception as err:
+                raise VidgenError(
+                    f"Could not record the create in the task_state_store before sending it "
+                    f"({type(err).__name__}: {err}); nothing was sent, nothing billed"
+                ) from err
         try:
             generation_id = self.hook.create(request)
+        except VidgenGenerationFailedError as err:
+            # The API created the task and answered it failed at once: billed, recorded, failed.
+            context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=err.generation_id)
+            if store is not None:
+                self._record(store, failed_record(err.generation_id, fingerprint, err.api_error))
+            raise
         except VidgenCreateOutcomeUnknownError as err:
+            # The marker stays: a later try finds it and does not create blindly.
             if not self.retry_on_unknown_create_outcome:
                 raise  # fails the task without Airflow retries
             raise VidgenError(
                 f"{err} Airflow may retry this task (retry_on_unknown_create_outcome=True): "
                 f"the retry may create and bill a second generation."
             ) from err
+        except VidgenError:
+            # Any other error of the hook: provably nothing was created, so a retry may create.
+            if store is not None:
+                self._clear_marker(store)
+            raise
         self.log.info("Created %s generation %s", self.family, generation_id)
+        if store is not None:
+            # Stored before any waiting or deferring, so every later try finds it.
+            try:
+                store.set(STATE_KEY, stored_record(generation_id, fingerprint))
+            except Exception as err:
+                context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
+                raise VidgenStateNotRecordedError(
+                    f"Generation {generation_id} was created (and billed) but could not be recorded in the "
+                    f"task_state_store ({type(err).__name__}: {err}); failing without retries so a retry does "
+                    f"not create another one. Wait for it with VideoGenerationSensor(generation_id="
+                    f"{generation_id!r})."
+                ) from err
         return generation_id
+
+    def _record(self, store: Any, record: dict[str, Any]) -> None:
+        try:
+            store.set(STATE_KEY, record)
+        except Exception as err:  # the in-flight marker stays: a retry will not create blindly
+            self.log.warning("Could not record generation %s in the task_state_store: %s", record["generation_id"], err)
+
+    def _clear_marker(self, store: Any) -> None:
+        try:
+            store.delete(STATE_KEY)
+        except Exception as err:  # the marker stays: a retry fails as "outcome unknown" rather than paying twice
+            self.log.warning("Could not clear the in-flight create marker in the task_state_store: %s", err)
 
     def _check_then_defer(self, generation_id: str) -> GenerationResult:
         """Check once: return the result if already completed, else defer to the trigger."""
@@ -280,10 +463,12 @@ class VideosCreateOperator(_VidgenCreateOperator):
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
     :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
         Default: Airflow's ``[operators] default_deferrable``.
-    :param durable: Remember the generation in the task_state_store (Airflow >= 3.3) so a later try
-        of this task instance reconnects to it or reuses it instead of creating (billing) another.
+    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
+        with its id after, so a later try of this task instance reconnects to it or reuses it instead
+        of creating (billing) another.
     :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
-        (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
+        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
+        retry the task and the retry create again (which may bill twice) instead of failing it
         without retries.
     :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
         implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
@@ -360,10 +545,12 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
     :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
         Default: Airflow's ``[operators] default_deferrable``.
-    :param durable: Remember the generation in the task_state_store (Airflow >= 3.3) so a later try
-        of this task instance reconnects to it or reuses it instead of creating (billing) another.
+    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
+        with its id after, so a later try of this task instance reconnects to it or reuses it instead
+        of creating (billing) another.
     :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
-        (read timeout, 5xx), let Airflow retry the task (which may bill twice) instead of failing it
+        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
+        retry the task and the retry create again (which may bill twice) instead of failing it
         without retries.
     :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
         implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
@@ -426,22 +613,38 @@ class VideoDownloadOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_if_exists(if_exists)
         self.generation_id = generation_id
         self.destination = destination
         self.vidgen_conn_id = vidgen_conn_id
         self.if_exists = if_exists
+        self._validate_options(rendered=False)
+
+    def _validate_options(self, *, rendered: bool) -> None:
+        values = {name: getattr(self, name) for name in _DOWNLOAD_OPTION_RULES}
+        templated = set() if rendered else _templated_names(values, self.template_fields)
+        _check_options(values, _DOWNLOAD_OPTION_RULES, templated)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """``BaseOperator.partial``, with the options known at parse time checked now (a DAG import error)."""
+        default_args = kwargs.get("default_args")
+        values = {**(default_args if isinstance(default_args, dict) else {}), **kwargs}
+        _check_options(values, _DOWNLOAD_OPTION_RULES, _templated_names(values, cls.template_fields))
+        return super().partial(**kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._validate_options(rendered=True)
+        # Normalised once, where the id enters (a Variable or a template may add blanks around it).
+        self.generation_id = generation_id = self.generation_id.strip()
         destination = as_storage_path(self.destination)
-        kept = keep_existing(destination, self.if_exists, "if_exists", str(self.generation_id))
+        kept = keep_existing(destination, self.if_exists, "if_exists", generation_id)
         if kept is not None:
             self.log.info("%s already exists (if_exists='skip'): nothing downloaded", destination)
             record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
             return kept
         hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
         try:
-            manifest = VideoSaver(hook.settings, self.log).save(str(self.generation_id), hook.get_result, destination)
+            manifest = VideoSaver(hook.settings, self.log).save(generation_id, hook.get_result, destination)
         finally:
             hook.close()
         record_asset_events(context, self.outlets, manifest)

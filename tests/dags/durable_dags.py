@@ -30,3 +30,16 @@ with DAG(dag_id="vidgen_durable_mapped", **COMMON):
 
 with DAG(dag_id="vidgen_durable_unknown_outcome", **COMMON):
     VideosCreateOperator(task_id="create", prompt="unknown outcome", duration=5, **WAIT)
+
+# A create whose answer outlives execution_timeout: Airflow kills the try mid-create and retries it.
+with DAG(
+    dag_id="vidgen_durable_killed_create",
+    **{**COMMON, "default_args": {"retries": 2, "retry_delay": timedelta(seconds=1)}},
+):
+    VideosCreateOperator(
+        task_id="create",
+        prompt="killed create",
+        duration=5,
+        execution_timeout=timedelta(seconds=3),
+        **WAIT,
+    )
