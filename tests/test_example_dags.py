@@ -110,6 +110,44 @@ def test_examples_parse_without_import_errors() -> None:
     assert sorted(bag.dag_ids) == sorted(ALL_DAGS)
 
 
+# Context keys that exist only in runs with a logical date (Airflow 3 manual runs may have none).
+LOGICAL_DATE_ONLY = {
+    "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "logical_date", "execution_date",
+    "data_interval_start", "data_interval_end", "prev_ds", "next_ds", "yesterday_ds", "tomorrow_ds",
+}  # fmt: skip
+
+
+def _bare_names(template: str) -> set[str]:
+    """Names a Jinja template reads from the context (not attributes, not filters)."""
+    from jinja2 import Environment, meta
+
+    env = Environment()
+    env.filters.update(dict.fromkeys(("ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz"), str))  # Airflow's
+    return meta.find_undeclared_variables(env.parse(template))
+
+
+def test_examples_use_no_template_that_needs_a_logical_date() -> None:
+    import ast
+
+    offending = []
+    for path in sorted(EXAMPLES.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            if is_text and "{{" in node.value and "}}" in node.value:
+                offending += [(path.name, name) for name in _bare_names(node.value) & LOGICAL_DATE_ONLY]
+    assert offending == []
+    assert _bare_names("{{ ds }}") == {"ds"}  # the check sees what it must
+    assert _bare_names("{{ (dag_run.logical_date or dag_run.run_after) | ds }}") == {"dag_run"}
+
+
 def test_text_to_video_create_then_sensor(dags_test: Any, vidgen_emulator: Emulator) -> None:
     run = dags_test("example_vidgen_text_to_video")
     assert run.returncode == 0, run.output[-3000:]
