@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_vidgen.testing import Emulator, Timeline
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
 from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
 from tests.conftest import SECRET_KEY, Run, conn_json
 
@@ -218,6 +218,10 @@ def test_mapped_over_prompts(dags_test: Any, vidgen_emulator: Emulator) -> None:
 
 
 def test_daily_prompt_is_templated_from_ds(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    # The first poke sees "processing" however late it comes (a loaded machine may reschedule slowly),
+    # so a later poke that sees "completed" logs a transition only if it continues the same wait.
+    vidgen_emulator.script_prompt("Daily highlights", Timeline(queued_for=0, processing_for=0.5))
+    vidgen_emulator.add_fault(Fault(kind="unknown_status", value="processing", endpoint="result"))
     run = dags_test("example_vidgen_daily", "2026-03-04")
     assert run.returncode == 0, run.output[-3000:]
     (create,) = vidgen_emulator.creates()
