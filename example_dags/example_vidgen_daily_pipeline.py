@@ -1,6 +1,6 @@
 """A daily content pipeline that lands every video in storage, and is free to re-run.
 
-For each ``{{ ds }}``:
+For each run date (the logical date, or the date a manual run without one was triggered for):
 
 - ``highlight``: check that the day's file is missing -> create -> sensor (deferrable)
   -> ``VideoDownloadOperator`` to a dated path; the download emits an asset event that a downstream
@@ -33,6 +33,10 @@ from airflow_provider_vidgen.sensors.vidgen import VideoGenerationSensor
 POLL_INTERVAL = float(os.environ.get("VIDGEN_EXAMPLE_POLL_INTERVAL", "30"))
 OUTPUT = os.environ.get("VIDGEN_EXAMPLE_OUTPUT", "file:///tmp/vidgen-videos").rstrip("/")
 VIDEOS = Asset("vidgen_daily_videos")
+# The run's date, ``YYYY-MM-DD``: the logical date of a scheduled run or backfill, else (a manual run
+# on Airflow 3, which has no logical date) the date it was triggered for. ``{{ ds }}`` alone is
+# undefined in such a run and fails every task that renders it.
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="example_vidgen_daily_pipeline",
@@ -42,7 +46,7 @@ with DAG(
     max_active_runs=3,
     tags=["example", "vidgen"],
 ) as dag:
-    highlight_path = OUTPUT + "/{{ ds }}/highlight.mp4"
+    highlight_path = OUTPUT + "/" + RUN_DATE + "/highlight.mp4"
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def highlight_missing(path: str) -> bool:
@@ -51,7 +55,7 @@ with DAG(
 
     create = VideosCreateOperator(
         task_id="create_highlight",
-        prompt="Highlights of {{ ds }}: the city from sunrise to night, fast cuts, upbeat",
+        prompt="Highlights of " + RUN_DATE + ": the city from sunrise to night, fast cuts, upbeat",
         duration=8,
         model="videos_fast",
         ratio="9:16",
@@ -73,9 +77,9 @@ with DAG(
 
     teaser = StarVideosCreateOperator(
         task_id="teaser",
-        prompt="Teaser for {{ ds }}: a slow push-in on the skyline at dusk",
+        prompt="Teaser for " + RUN_DATE + ": a slow push-in on the skyline at dusk",
         duration=5,
-        output_path=OUTPUT + "/{{ ds }}/teaser.mp4",
+        output_path=OUTPUT + "/" + RUN_DATE + "/teaser.mp4",
         if_output_exists="skip",
         deferrable=True,
         poll_interval=POLL_INTERVAL,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: start the API emulator, run example DAGs with `airflow dags test` on
 # embedded Airflow 3.3.2 (SQLite, nothing else to start), print generation ids, video URLs and the
-# videos saved under .demo/videos.
+# videos saved under .demo/videos, and what the emulator billed.
 # Usage: scripts/demo.sh [dag_id ...]   (default: example_vidgen_text_to_video example_vidgen_daily_pipeline)
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
@@ -59,4 +59,17 @@ PY
 done
 echo "==> videos saved under .demo/videos:"
 find "$work/videos" -type f -name '*.mp4' 2>/dev/null | sed "s#^$ROOT/#    #" || true
+echo "==> what the emulator was asked (GET /_emulator/stats):"
+"$venv/bin/python" - "${base_url%/kyyReactApiServer}/_emulator/stats" <<'PY' || true
+import json
+import sys
+import urllib.request
+
+with urllib.request.urlopen(sys.argv[1], timeout=10) as answer:
+    stats = json.load(answer)
+created = {family: counts["created"] for family, counts in stats["creates"].items()}
+by_family = ", ".join(f"{family} {count}" for family, count in created.items())
+print(f"    generations created (billed): {sum(created.values())} ({by_family})")
+print(f"    result reads: {sum(stats['reads'].values())}, downloads: {stats['requests']['download']}")
+PY
 exit "$overall"

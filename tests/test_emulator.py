@@ -202,3 +202,60 @@ def test_reset_keeps_the_initial_timeline_and_bad_admin_calls_are_400() -> None:
         origin = emulator.base_url.removesuffix("/kyyReactApiServer")
         bad = requests.post(origin + "/_emulator/fault", json={"kind": "nonsense"}, timeout=5)
         assert bad.status_code == 400
+
+
+def test_stats_count_creates_reads_downloads_and_faults_per_family_and_id(vidgen_emulator: Emulator) -> None:
+    emu = vidgen_emulator
+    origin = emu.base_url.removesuffix("/kyyReactApiServer")
+    first = post(emu, "/v1/videos/videos", {"model": "videos", "prompt": "p", "duration": 5}).json()["data"][
+        "projectId"
+    ]
+    assert post(emu, "/v1/videos/videos", {"model": "videos", "prompt": "p", "duration": 99}).status_code == 400
+    star = post(emu, "/v1/starvideos/videos", {"model": "starvideos_v3", "prompt": "p"}).json()["id"]
+    emu.add_fault(Fault(kind="status", status=503, endpoint="result"))
+    emu.add_fault(Fault(kind="drop", endpoint="starvideos_create", times=3))
+    assert get(emu, f"/v1/result/{first}").status_code == 503  # the fault, before the id is looked up
+    assert get(emu, f"/v1/result/{first}").status_code == 200
+    assert get(emu, "/v1/result/nobody").status_code == 404
+    assert requests.get(f"{emu.base_url}/v1/result/{star}", timeout=5).status_code == 401
+    with pytest.raises(requests.ConnectionError):
+        post(emu, "/v1/starvideos/videos", {"model": "starvideos_v3", "prompt": "p"})
+    emu.advance(100)
+    url = get(emu, f"/v1/result/{star}").json()["video_url"]
+    assert requests.get(url, timeout=5).content == emu.video_content()
+
+    stats = requests.get(origin + "/_emulator/stats", timeout=5).json()
+    assert stats == emu.stats()
+    assert stats["requests"] == {"videos_create": 2, "starvideos_create": 2, "result": 5, "download": 1}
+    assert stats["answers"] == {"200": 5, "400": 1, "401": 1, "404": 1, "503": 1, "none": 1}
+    assert stats["unauthorized"] == 1
+    assert stats["creates"] == {"videos": {"requests": 2, "created": 1}, "starvideos": {"requests": 2, "created": 1}}
+    assert stats["reads"] == {"videos": 2, "starvideos": 2, "unknown": 1}
+    assert stats["generations"] == {
+        first: {"family": "videos", "status": "completed", "reads": 2, "downloads": 0},
+        star: {"family": "starvideos", "status": "completed", "reads": 2, "downloads": 1},
+    }
+    assert stats["faults"] == {
+        "served": {"status": 1, "drop": 1},
+        "by_endpoint": {"result": 1, "starvideos_create": 1},
+        "pending": 2,
+    }
+    emu.reset()
+    assert requests.get(origin + "/_emulator/stats", timeout=5).json()["requests"]["result"] == 0
+
+
+def test_generations_list_names_family_status_and_timeline(vidgen_emulator: Emulator) -> None:
+    emu = vidgen_emulator
+    emu.queue_timeline(Timeline(queued_for=10, processing_for=5))
+    first = post(emu, "/v1/videos/videos", {"model": "videos_fast", "prompt": "p", "duration": 5}).json()["data"]
+    star = post(emu, "/v1/starvideos/videos", {"model": "starvideos_v3", "prompt": "p"}).json()["id"]
+    origin = emu.base_url.removesuffix("/kyyReactApiServer")
+    listed = requests.get(origin + "/_emulator/generations", timeout=5).json()
+    assert [(g["id"], g["family"], g["model"], g["status"]) for g in listed] == [
+        (first["projectId"], "videos", "videos_fast", "queued"),
+        (star, "starvideos", "starvideos_v3", "queued"),
+    ]
+    assert listed[0]["done_at"] == listed[0]["created_at"] + 15
+    assert listed[0]["timeline"]["queued_for"] == 10
+    emu.advance(12)
+    assert requests.get(origin + "/_emulator/generations", timeout=5).json()[0]["status"] == "processing"

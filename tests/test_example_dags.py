@@ -5,13 +5,17 @@ Asserts the run's XComs (read from the metadata database) and the requests the e
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_vidgen.testing import Emulator, Timeline
-from tests.conftest import SECRET_KEY
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
+from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
+from tests.conftest import SECRET_KEY, Run, conn_json
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 ALL_DAGS = [
@@ -33,6 +37,68 @@ def dags_test(dags_test_in: Any) -> Any:
     return dags_test_in(EXAMPLES)
 
 
+# A manual run without a logical date, as the Airflow 3 UI and REST API trigger by default.
+# (`airflow dags test` always gives its run a logical date: "now" when none is given.)
+MANUAL_RUN = """
+import sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+run = bag.get_dag(sys.argv[2]).test(logical_date=None)
+assert run.logical_date is None, run.logical_date
+print(f"manual run {run.run_id}: {run.state}, run_after {run.run_after.isoformat()}")
+sys.exit(0 if run.state == "success" else 1)
+"""
+
+
+@pytest.fixture
+def manual_run(dags_test: Any, airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore[no-untyped-def]
+    """``manual_run(dag_id, **env)``: run a DAG as a manual run that has no logical date (Airflow 3)."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if not AIRFLOW_V_3_0_PLUS:
+        pytest.skip("Airflow 2 gives every run a logical date")
+
+    def run(dag_id: str, **env_extra: str) -> Run:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_VIDGEN_DEFAULT": conn_json(vidgen_emulator),
+            "VIDGEN_EXAMPLE_POLL_INTERVAL": "0.2",
+            **env_extra,
+        }
+        env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        done = subprocess.run(
+            [sys.executable, "-c", MANUAL_RUN, str(EXAMPLES), dag_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        db = airflow_home / "airflow.db"
+        run_id, state = latest_run(db, dag_id)
+        return Run(
+            done.returncode,
+            done.stdout + done.stderr,
+            run_id,
+            state,
+            run_xcoms(db, dag_id, run_id),
+            task_states(db, dag_id, run_id),
+        )
+
+    return run
+
+
+def _logical_date(airflow_home: Path, run_id: str) -> Any:
+    import sqlite3
+
+    with sqlite3.connect(str(airflow_home / "airflow.db")) as db:
+        return db.execute("SELECT logical_date FROM dag_run WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+
 def test_examples_parse_without_import_errors() -> None:
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.2
@@ -42,6 +108,44 @@ def test_examples_parse_without_import_errors() -> None:
     bag = DagBag(dag_folder=str(EXAMPLES))  # examples are off: AIRFLOW__CORE__LOAD_EXAMPLES=False
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == sorted(ALL_DAGS)
+
+
+# Context keys that exist only in runs with a logical date (Airflow 3 manual runs may have none).
+LOGICAL_DATE_ONLY = {
+    "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "logical_date", "execution_date",
+    "data_interval_start", "data_interval_end", "prev_ds", "next_ds", "yesterday_ds", "tomorrow_ds",
+}  # fmt: skip
+
+
+def _bare_names(template: str) -> set[str]:
+    """Names a Jinja template reads from the context (not attributes, not filters)."""
+    from jinja2 import Environment, meta
+
+    env = Environment()
+    env.filters.update(dict.fromkeys(("ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz"), str))  # Airflow's
+    return meta.find_undeclared_variables(env.parse(template))
+
+
+def test_examples_use_no_template_that_needs_a_logical_date() -> None:
+    import ast
+
+    offending = []
+    for path in sorted(EXAMPLES.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            if is_text and "{{" in node.value and "}}" in node.value:
+                offending += [(path.name, name) for name in _bare_names(node.value) & LOGICAL_DATE_ONLY]
+    assert offending == []
+    assert _bare_names("{{ ds }}") == {"ds"}  # the check sees what it must
+    assert _bare_names("{{ (dag_run.logical_date or dag_run.run_after) | ds }}") == {"dag_run"}
 
 
 def test_text_to_video_create_then_sensor(dags_test: Any, vidgen_emulator: Emulator) -> None:
@@ -114,6 +218,10 @@ def test_mapped_over_prompts(dags_test: Any, vidgen_emulator: Emulator) -> None:
 
 
 def test_daily_prompt_is_templated_from_ds(dags_test: Any, vidgen_emulator: Emulator) -> None:
+    # The first poke sees "processing" however late it comes (a loaded machine may reschedule slowly),
+    # so a later poke that sees "completed" logs a transition only if it continues the same wait.
+    vidgen_emulator.script_prompt("Daily highlights", Timeline(queued_for=0, processing_for=0.5))
+    vidgen_emulator.add_fault(Fault(kind="unknown_status", value="processing", endpoint="result"))
     run = dags_test("example_vidgen_daily", "2026-03-04")
     assert run.returncode == 0, run.output[-3000:]
     (create,) = vidgen_emulator.creates()
@@ -124,6 +232,38 @@ def test_daily_prompt_is_templated_from_ds(dags_test: Any, vidgen_emulator: Emul
 
     if AIRFLOW_V_3_3_PLUS:  # the rescheduled pokes continue one wait (task_state_store)
         assert f"Generation {create.generation_id}: processing -> completed after" in run.output
+
+
+def test_daily_runs_manually_without_a_logical_date(
+    manual_run: Any, vidgen_emulator: Emulator, airflow_home: Path
+) -> None:
+    run = manual_run("example_vidgen_daily")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.state == "success"
+    assert _logical_date(airflow_home, run.run_id) is None
+    run_after = run.output.split("run_after ", 1)[1][:10]  # the date the run was triggered for
+    (create,) = vidgen_emulator.creates()
+    assert create.body["prompt"].startswith(f"Daily highlights reel for {run_after}:")
+    assert run.xcom[("wait", -1, "return_value")]["status"] == "completed"
+
+
+def test_daily_pipeline_runs_manually_without_a_logical_date(
+    manual_run: Any, vidgen_emulator: Emulator, airflow_home: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "videos"
+    run = manual_run("example_vidgen_daily_pipeline", VIDGEN_EXAMPLE_OUTPUT=f"file://{output}")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.state == "success"
+    assert _logical_date(airflow_home, run.run_id) is None
+    run_after = run.output.split("run_after ", 1)[1][:10]
+    content = vidgen_emulator.video_content()
+    assert (output / run_after / "highlight.mp4").read_bytes() == content
+    assert (output / run_after / "teaser.mp4").read_bytes() == content
+    prompts = sorted(c.body["prompt"] for c in vidgen_emulator.creates())
+    assert len(prompts) == 2
+    assert prompts[0].startswith(f"Highlights of {run_after}:")
+    assert prompts[1].startswith(f"Teaser for {run_after}:")
+    assert {state for state, _ in run.tasks.values()} == {"success"}
 
 
 def test_failed_generation_fails_the_run_with_api_error(dags_test: Any, vidgen_emulator: Emulator) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,14 +55,66 @@ def test_provider_info_matches_airflow_schema() -> None:
         __import__(module)
 
 
-def test_every_extra_the_hook_reads_is_a_form_field() -> None:
-    import inspect
+class _RecordingExtras(dict):  # type: ignore[type-arg]
+    """A connection's ``extra_dejson`` that records every key the code reads."""
 
-    from airflow_provider_vidgen import connection
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
 
-    source = inspect.getsource(connection.ConnectionSettings.from_connection)
-    read = {name for name in get_provider_info()["connection-types"][0]["conn-fields"] if f'"{name}"' in source}
-    assert read == set(get_provider_info()["connection-types"][0]["conn-fields"])
+    def __bool__(self) -> bool:  # as if some extras were set: ``extra_dejson or {}`` keeps this mapping
+        return True
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: Any) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().setdefault(key, default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.read.add(key)
+        return super().pop(key, *default)
+
+
+def test_every_extra_the_hook_reads_is_a_form_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The extras the hook really reads (recorded while it reads a connection) are all declared form fields."""
+    from types import SimpleNamespace
+
+    from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+
+    extras = _RecordingExtras()
+    conn = SimpleNamespace(conn_id="c", host="https://api.example.com", password="sk-recording", extra_dejson=extras)
+    monkeypatch.setattr(VidgenHook, "get_connection", classmethod(lambda cls, conn_id: conn))
+    assert VidgenHook("c").settings.base_url == "https://api.example.com"
+    declared = set(get_provider_info()["connection-types"][0]["conn-fields"])
+    assert extras.read, "reading the connection recorded no extra"
+    assert extras.read - declared == set(), "extras the hook reads that the connection form does not declare"
+    assert declared - extras.read == set(), "form fields the hook never reads"
+
+
+def test_only_the_connection_module_reads_connection_extras() -> None:
+    """Every read of a connection's extras goes through ``ConnectionSettings`` (which the test above records)."""
+    import ast
+
+    import airflow_provider_vidgen
+
+    package = Path(airflow_provider_vidgen.__file__).parent
+    readers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("extra_dejson", "get_extra", "extra_value"):
+                readers.add(path.relative_to(package).as_posix())
+    assert readers == {"connection.py"}
 
 
 def test_get_provider_info_imports_no_airflow() -> None:

@@ -3,7 +3,8 @@
 Prints the base URL (and a matching ``AIRFLOW_CONN_VIDGEN_DEFAULT`` value), then serves until
 interrupted. Script it over HTTP: ``POST /_emulator/fault``, ``/timeline``, ``/queue-timeline``,
 ``/script-prompt``, ``/advance``, ``/reset`` (JSON bodies with the fields of ``Fault`` /
-``Timeline``) and read the request log with ``GET /_emulator/requests``.
+``Timeline``); read the request log with ``GET /_emulator/requests``, the created generations with
+``GET /_emulator/generations`` and counts (creates, reads, faults served) with ``GET /_emulator/stats``.
 """
 
 from __future__ import annotations

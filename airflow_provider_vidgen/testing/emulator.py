@@ -11,7 +11,8 @@ connections, which makes the emulator usable as the load target of the trigger b
 
 Use it in-process (``with Emulator() as emu: ...`` runs the server on a background thread), from
 pytest (``airflow_provider_vidgen.testing.pytest_plugin``), or from the command line
-(``python -m airflow_provider_vidgen.testing``), where ``/_emulator/...`` admin endpoints script it.
+(``python -m airflow_provider_vidgen.testing``), where ``/_emulator/...`` admin endpoints script and
+inspect it (``GET /_emulator/requests``, ``/generations``, ``/stats``; ``POST /_emulator/fault``, ...).
 """
 
 from __future__ import annotations
@@ -449,6 +450,7 @@ class Emulator:
         api.router.add_get(BASE_PATH + "/v1/result/{id}", self._result)
         api.router.add_get("/_emulator/requests", self._admin_requests)
         api.router.add_get("/_emulator/generations", self._admin_generations)
+        api.router.add_get("/_emulator/stats", self._admin_stats)
         api.router.add_post("/_emulator/{action}", self._admin_action)
         downloads = web.Application()
         downloads.router.add_get("/files/{name}", self._download)
@@ -727,16 +729,87 @@ class Emulator:
         return self._json([asdict(entry) for entry in self.requests])
 
     async def _admin_generations(self, request: web.Request) -> web.Response:
-        return self._json(
-            [
-                {
-                    "id": g.id,
-                    "created_at": g.created_at,
-                    "done_at": g.created_at + g.timeline.queued_for + g.timeline.processing_for,
-                }
-                for g in self.generations
-            ]
-        )
+        return self._json(self.generations_summary())
+
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        return self._json(self.stats())
+
+    def generations_summary(self) -> list[dict[str, Any]]:
+        """The created (billed) generations, oldest first, as ``GET /_emulator/generations`` lists them.
+
+        Each: ``id``, ``family`` (``videos`` / ``starvideos``), ``model``, ``status`` now,
+        ``created_at`` and ``done_at`` (emulator clock, unix seconds: when it reaches its outcome)
+        and the ``timeline`` it follows.
+        """
+        now = self.now()
+        return [
+            {
+                "id": g.id,
+                "family": g.family,
+                "model": g.model,
+                "status": g.status(now),
+                "created_at": g.created_at,
+                "done_at": g.created_at + g.timeline.queued_for + g.timeline.processing_for,
+                "timeline": asdict(g.timeline),
+            }
+            for g in self.generations
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts over the request log since the start (or the last reset), as ``GET /_emulator/stats`` gives them.
+
+        - ``requests``: requests received per endpoint (``videos_create``, ``starvideos_create``,
+          ``result``, ``download``); ``answers``: per HTTP status sent (``"none"``: no answer, the
+          connection was dropped or the answer is still delayed); ``unauthorized``: requests refused with 401;
+        - ``creates``: per family, create requests received and generations ``created`` (billed);
+        - ``reads``: result reads per family of the id read (``unknown``: an id the emulator never created);
+        - ``generations``: per generation id, its family, status now, result ``reads`` and ``downloads``;
+        - ``faults``: faults served per kind and per endpoint, and how many are still ``pending``.
+        """
+        with self._lock:
+            log = list(self._state.log)
+            generations = dict(self._state.generations)
+            pending = sum(f.times for f in self._state.faults if f.times > 0)
+        now = self.now()
+        families = ("videos", "starvideos")
+        creates = {family: {"requests": 0, "created": 0} for family in families}
+        reads: dict[str, int] = {family: 0 for family in (*families, "unknown")}
+        per_generation: dict[str, dict[str, Any]] = {
+            g.id: {"family": g.family, "status": g.status(now), "reads": 0, "downloads": 0}
+            for g in generations.values()
+        }
+        for g in generations.values():
+            creates[g.family]["created"] += 1
+        requests: dict[str, int] = {endpoint: 0 for endpoint in ENDPOINTS}
+        answers: dict[str, int] = {}
+        faults_by_kind: dict[str, int] = {}
+        faults_by_endpoint: dict[str, int] = {}
+        for entry in log:
+            requests[entry.endpoint] = requests.get(entry.endpoint, 0) + 1
+            answer = "none" if entry.status is None else str(entry.status)
+            answers[answer] = answers.get(answer, 0) + 1
+            if entry.fault is not None:
+                faults_by_kind[entry.fault] = faults_by_kind.get(entry.fault, 0) + 1
+                faults_by_endpoint[entry.endpoint] = faults_by_endpoint.get(entry.endpoint, 0) + 1
+            if entry.endpoint.endswith("_create"):
+                creates[entry.endpoint.removesuffix("_create")]["requests"] += 1
+                continue
+            # The id named in the path, also for reads refused before it was looked up (401, faults).
+            named = urlsplit(entry.path).path.rsplit("/", 1)[-1].removesuffix(".mp4")
+            generation = generations.get(named)
+            if entry.endpoint == "result":
+                reads[generation.family if generation else "unknown"] += 1
+            if generation is not None:
+                per_generation[generation.id]["reads" if entry.endpoint == "result" else "downloads"] += 1
+        return {
+            "requests": requests,
+            "answers": dict(sorted(answers.items())),
+            "unauthorized": answers.get("401", 0),
+            "creates": creates,
+            "reads": reads,
+            "generations": per_generation,
+            "faults": {"served": faults_by_kind, "by_endpoint": faults_by_endpoint, "pending": pending},
+        }
 
     async def _admin_action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
