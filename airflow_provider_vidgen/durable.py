@@ -40,7 +40,6 @@ from airflow_provider_vidgen.exceptions import (
     VidgenTransientError,
 )
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
-from airflow_provider_vidgen.protocol import result_path
 
 #: The task_state_store key. Renaming it would make in-flight retries forget their generation.
 STATE_KEY = "vidgen_generation"
@@ -130,12 +129,9 @@ def proves_task_not_found(err: VidgenNotFoundError, generation_id: str) -> bool:
     with JSON that does not name this id as not found (a missing route during a deploy, a gateway's
     JSON error page) proves nothing.
     """
-    if not err.json_body:
+    if not err.json_body or not err.api_message:
         return False
-    text = str(err)
-    _, sep, body = text.partition(f"HTTP {err.http_status}:")
-    # The quoted body only: the request line before it names the id too.
-    body = (body if sep else text.replace(result_path(generation_id), "")).lower()
+    body = err.api_message.lower()
     names_it = re.search(rf"(?<![\w-]){re.escape(generation_id.lower())}(?![\w-])", body) is not None
     return names_it and "not found" in body
 

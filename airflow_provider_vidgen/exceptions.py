@@ -116,15 +116,22 @@ class VidgenAPIError(VidgenError):
     :param http_status: HTTP status, when there was one.
     :param json_body: The answer's body was JSON.
     :param api_code: The ``code`` of the API's ``{code, msg, data}`` error envelope, when it sent one.
+    :param api_message: The envelope's ``msg`` (redacted), when the body was the API's JSON.
     """
 
     def __init__(
-        self, message: str, http_status: int | None = None, json_body: bool = False, api_code: str | None = None
+        self,
+        message: str,
+        http_status: int | None = None,
+        json_body: bool = False,
+        api_code: str | None = None,
+        api_message: str | None = None,
     ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.json_body = json_body
         self.api_code = api_code
+        self.api_message = api_message
 
 
 class VidgenAuthError(VidgenAPIError, AirflowFailException):

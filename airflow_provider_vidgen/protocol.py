@@ -172,7 +172,14 @@ def error_for_status(
             f"{detail} - the API key was rejected; check the connection's password (API key)", status
         )
     if status == 404:
-        return VidgenNotFoundError(detail, status, json_body=isinstance(_json(body), dict))
+        payload = _json(body)
+        message = payload.get("msg") if isinstance(payload, dict) else None
+        return VidgenNotFoundError(
+            detail,
+            status,
+            json_body=isinstance(payload, dict),
+            api_message=redact(message, secret) if isinstance(message, str) else None,
+        )
     if status in (RATE_LIMITED, REQUEST_TIMEOUT) or status >= 500:
         return VidgenTransientError(detail, status, retry_after)
     return VidgenRequestRejectedError(detail, status)

@@ -388,21 +388,25 @@ def test_a_marker_that_cannot_be_written_sends_nothing(emulator_conn: Emulator) 
 
 
 @pytest.mark.parametrize(
-    ("message", "json_body", "proves"),
+    ("body", "proves"),
     [
-        ('GET /v1/result/proj_1: HTTP 404: {"code": "404", "msg": "task proj_1 not found", "data": null}', True, True),
-        ('GET /v1/result/proj_1: HTTP 404: {"code": "404", "msg": "Task PROJ_1 Not Found"}', True, True),
-        ("GET /v1/result/proj_1: HTTP 404: <html>task proj_1 not found</html>", False, False),
-        ('GET /v1/result/proj_1: HTTP 404: {"code": "404", "msg": "not found", "data": null}', True, False),
-        ('GET /v1/result/proj_1: HTTP 404: {"error": "route not found"}', True, False),
-        ('GET /v1/result/proj_1: HTTP 404: {"msg": "task proj_12 is processing"}', True, False),
-        ('GET /v1/result/proj_1: HTTP 404: {"msg": "task proj_12 not found"}', True, False),
-        # Another wording of the message: the request line's id is not evidence.
-        ('GET /v1/result/proj_1 answered 404 {"msg": "route not found"}', True, False),
+        ('{"code": "404", "msg": "task proj_1 not found", "data": null}', True),
+        ('{"code": "404", "msg": "Task PROJ_1 Not Found"}', True),
+        ("<html>task proj_1 not found</html>", False),
+        ('{"code": "404", "msg": "not found", "data": null}', False),
+        ('{"error": "route not found"}', False),
+        ('{"error": "task proj_1 not found"}', False),
+        ('{"msg": "task proj_12 is processing"}', False),
+        ('{"msg": "task proj_12 not found"}', False),
+        ('{"msg": "route not found", "data": "proj_1"}', False),
     ],
 )
-def test_what_proves_a_task_unknown(message: str, json_body: bool, proves: bool) -> None:
+def test_what_proves_a_task_unknown(body: str, proves: bool) -> None:
+    """Evidence is the API's own JSON ``msg`` naming this id as not found; the request line's id is not."""
+    from airflow_provider_vidgen import protocol
     from airflow_provider_vidgen.durable import proves_task_not_found
     from airflow_provider_vidgen.exceptions import VidgenNotFoundError
 
-    assert proves_task_not_found(VidgenNotFoundError(message, 404, json_body=json_body), "proj_1") is proves
+    err = protocol.error_for_status(404, body, "GET /v1/result/proj_1", "secret-key")
+    assert isinstance(err, VidgenNotFoundError)
+    assert proves_task_not_found(err, "proj_1") is proves
