@@ -251,9 +251,9 @@ def sync(session: Session) -> int:
     synced_until = session.execute(select(sync_state.c.synced_until).where(sync_state.c.id == 1)).scalar()
     query = select(DagRun.id, DagRun.updated_at)
     if synced_until is not None:
-        query = query.where(
-            or_(DagRun.updated_at >= synced_until - SYNC_OVERLAP, DagRun.state.in_(("queued", "running")))
-        )
+        # Airflow's timestamp columns compare with aware datetimes only; the index stores naive UTC.
+        since = synced_until.replace(tzinfo=timezone.utc) - SYNC_OVERLAP
+        query = query.where(or_(DagRun.updated_at >= since, DagRun.state.in_(("queued", "running"))))
     runs = session.execute(query).all()
     if not runs:
         return 0

@@ -167,6 +167,7 @@ def create_app() -> FastAPI:
         readable = readable_dag_ids(user)
         _ensure_tables()
         with _session() as session:
+            index.sync(session)
             item = index.recorded(session, uri, readable)
         if item is None:
             raise HTTPException(404, "No saved video with this URI in the DAGs you may read")
