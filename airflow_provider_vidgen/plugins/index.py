@@ -194,13 +194,16 @@ def _decode(value: Any) -> Any:
     return decoded
 
 
-def _rows_of_runs(session: Session, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+def _rows_of_runs(session: Session, run_ids: Sequence[int] | None) -> list[dict[str, Any]]:
+    """The index rows of these DAG runs' manifests (of every run when ``run_ids`` is ``None``)."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
 
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
+    chunks: list[Sequence[int] | None] = (
+        [None] if run_ids is None else [run_ids[start : start + 500] for start in range(0, len(run_ids), 500)]
+    )
+    for chunk in chunks:
         query = (
             select(
                 XComModel.dag_run_id,
@@ -222,8 +225,10 @@ def _rows_of_runs(session: Session, run_ids: Sequence[int]) -> list[dict[str, An
                     TaskInstance.map_index == XComModel.map_index,
                 ),
             )
-            .where(XComModel.dag_run_id.in_(chunk), XComModel.key.in_(MANIFEST_KEYS))
+            .where(XComModel.key.in_(MANIFEST_KEYS))
         )
+        if chunk is not None:
+            query = query.where(XComModel.dag_run_id.in_(chunk))
         for xcom in session.execute(query):
             row = manifest_row(
                 _decode(xcom.value),
@@ -258,15 +263,23 @@ def sync(session: Session) -> int:
     if not runs:
         return 0
     run_ids = [run.id for run in runs]
-    rows = _rows_of_runs(session, run_ids)
+    full = synced_until is None  # the first sync reads every manifest XCom once, without a list of runs
+    rows = _rows_of_runs(session, None if full else run_ids)
     newest = max((_naive_utc(run.updated_at) for run in runs if run.updated_at is not None), default=None)
+    advance = newest is not None and (synced_until is None or newest > synced_until)
+    if not full and not advance and _unchanged(session, run_ids, rows):
+        session.rollback()  # nothing new: no write, no commit
+        return len(run_ids)
     try:
-        for start in range(0, len(run_ids), 500):
-            session.execute(delete(videos).where(videos.c.dag_run_id.in_(run_ids[start : start + 500])))
+        if full:
+            session.execute(delete(videos))
+        else:
+            for start in range(0, len(run_ids), 500):
+                session.execute(delete(videos).where(videos.c.dag_run_id.in_(run_ids[start : start + 500])))
         if rows:
             session.execute(insert(videos), rows)
-        if newest is not None and (synced_until is None or newest > synced_until):
-            if synced_until is None and session.execute(select(sync_state.c.id)).first() is None:
+        if advance:
+            if full and session.execute(select(sync_state.c.id)).first() is None:
                 session.execute(insert(sync_state).values(id=1, synced_until=newest))
             else:
                 session.execute(sync_state.update().where(sync_state.c.id == 1).values(synced_until=newest))
@@ -274,6 +287,20 @@ def sync(session: Session) -> int:
     except IntegrityError:  # another API server worker synced the same runs at the same moment
         session.rollback()
     return len(run_ids)
+
+
+_COMPARED = ("dag_run_id", "task_id", "map_index", "uri", "sha256", "bytes", "saved_at", "generation_id")
+
+
+def _unchanged(session: Session, run_ids: Sequence[int], rows: list[dict[str, Any]]) -> bool:
+    """Whether the index already holds exactly ``rows`` for these runs."""
+    held: set[tuple[Any, ...]] = set()
+    for start in range(0, len(run_ids), 500):
+        query = select(*(videos.c[name] for name in _COMPARED)).where(
+            videos.c.dag_run_id.in_(run_ids[start : start + 500])
+        )
+        held.update(tuple(row) for row in session.execute(query))
+    return held == {tuple(row[name] for name in _COMPARED) for row in rows}
 
 
 @dataclass(frozen=True)
@@ -311,8 +338,9 @@ def list_videos(
     query = select(*(videos.c[name] for name in COLUMNS))
     if dag_id is not None:
         query = query.where(videos.c.dag_id == dag_id)
-    else:
+    elif not set(dag_ids(session, readable, every=True)) <= readable:
         query = query.where(videos.c.dag_id.in_(sorted(readable)))
+    # else: every DAG with videos is readable, and the newest-first index answers without a filter
     if generation_id:
         query = query.where(videos.c.generation_id == generation_id)
     if since is not None:
@@ -324,11 +352,10 @@ def list_videos(
     return Page([_as_item(row) for row in rows[:limit]], len(rows) > limit)
 
 
-def dag_ids(session: Session, readable_dag_ids: Iterable[str]) -> list[str]:
-    """The DAGs that saved videos, among the readable ones (for the filter's choices)."""
-    readable = set(readable_dag_ids)
-    found = session.execute(select(videos.c.dag_id).group_by(videos.c.dag_id)).scalars()
-    return sorted(set(found) & readable)
+def dag_ids(session: Session, readable_dag_ids: Iterable[str], every: bool = False) -> list[str]:
+    """The DAGs that saved videos, among the readable ones (for the filter's choices); all of them with ``every``."""
+    found = set(session.execute(select(videos.c.dag_id).distinct()).scalars())
+    return sorted(found if every else found & set(readable_dag_ids))
 
 
 def recorded(session: Session, uri: str, readable_dag_ids: Iterable[str]) -> dict[str, Any] | None:
