@@ -176,7 +176,7 @@ def manifest_row(
 
 def _decode(value: Any) -> Any:
     """An XCom value as stored by Airflow 3 (JSON; older rows may hold the JSON text)."""
-    from airflow.models.xcom import XComModel
+    from airflow.models.xcom import XComModel  # type: ignore[attr-defined,unused-ignore]  # Airflow 3
 
     class _Row:
         def __init__(self, value: Any) -> None:
@@ -197,7 +197,7 @@ def _decode(value: Any) -> Any:
 def _rows_of_runs(session: Session, run_ids: Sequence[int] | None) -> list[dict[str, Any]]:
     """The index rows of these DAG runs' manifests (of every run when ``run_ids`` is ``None``)."""
     from airflow.models.taskinstance import TaskInstance
-    from airflow.models.xcom import XComModel
+    from airflow.models.xcom import XComModel  # type: ignore[attr-defined,unused-ignore]  # Airflow 3
 
     rows: list[dict[str, Any]] = []
     chunks: list[Sequence[int] | None] = (

@@ -72,6 +72,8 @@ def _ensure_tables() -> None:
     if not _tables_ready:
         from airflow import settings
 
+        if settings.engine is None:
+            raise HTTPException(503, "Airflow's metadata database is not configured")
         index.create_tables(settings.engine)
         _tables_ready = True
 
