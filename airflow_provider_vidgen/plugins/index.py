@@ -2,7 +2,8 @@
 
 A table of the plugin's own in Airflow's metadata database, ``vidgen_saved_video``: one row per
 saved video (a manifest), with indexes on ``(saved_at, id)``, ``(dag_id, saved_at, id)``,
-``generation_id`` and the SHA-256 of the URI. Pages are answered from it with an indexed query.
+``generation_id`` and the SHA-256 of the URI, and one unique row per manifest XCom. Pages are
+answered from it with an indexed query.
 
 It is filled from what the runs recorded, incrementally, before the page answers (:func:`sync`):
 
@@ -65,6 +66,7 @@ videos = Table(
     Column("run_id", String(250), nullable=False),
     Column("task_id", String(250), nullable=False),
     Column("map_index", Integer, nullable=False),
+    Column("xcom_key", String(20), nullable=False),
     Column("generation_id", String(250), nullable=True),
     Column("family", String(32), nullable=True),
     Column("model", String(100), nullable=True),
@@ -80,7 +82,8 @@ videos = Table(
     Index("idx_vidgen_video_dag_saved", "dag_id", "saved_at", "id"),
     Index("idx_vidgen_video_generation", "generation_id"),
     Index("idx_vidgen_video_uri", "uri_sha256"),
-    Index("idx_vidgen_video_run", "dag_run_id"),
+    # One row per manifest XCom: two API server workers syncing the same run at once cannot both insert it.
+    Index("idx_vidgen_video_xcom", "dag_run_id", "task_id", "map_index", "xcom_key", unique=True),
 )
 
 sync_state = Table(
@@ -160,6 +163,7 @@ def manifest_row(
         "run_id": run_id,
         "task_id": task_id,
         "map_index": map_index,
+        "xcom_key": key,
         "generation_id": text(manifest.get("generation_id"), 250),
         "family": family_of(operator, manifest.get("model")),
         "model": text(manifest.get("model"), 100),
@@ -289,7 +293,7 @@ def sync(session: Session) -> int:
     return len(run_ids)
 
 
-_COMPARED = ("dag_run_id", "task_id", "map_index", "uri", "sha256", "bytes", "saved_at", "generation_id")
+_COMPARED = ("dag_run_id", "task_id", "map_index", "xcom_key", "uri", "sha256", "bytes", "saved_at", "generation_id")
 
 
 def _unchanged(session: Session, run_ids: Sequence[int], rows: list[dict[str, Any]]) -> bool:

@@ -97,15 +97,11 @@ def run(
         page.screenshot(path=os.path.join(shots, "videos-page-in-airflow.png"))
 
         # The task instance's "Video" extra link, and where it leads.
-        page.goto(f"{base}{task_path}")
-        link = (
-            page.get_by_role("link", name="Video", exact=True)
-            .or_(page.get_by_role("button", name="Video", exact=True))
-            .first
-        )
+        page.goto(f"{base}{task_path}/details")  # the task instance's Details tab lists its extra links
+        link = page.get_by_role("link", name="Video", exact=True)
         link.wait_for()
         page.screenshot(path=os.path.join(shots, "video-extra-link.png"))
-        found["link_href"] = link.get_attribute("href") or link.locator("xpath=ancestor::a").get_attribute("href")
+        found["link_href"] = link.get_attribute("href")
         page.goto(str(found["link_href"]))
         page.wait_for_selector("body[data-loaded]", state="attached")
         found["linked_rows"] = page.locator("#videos tr").evaluate_all(
