@@ -52,7 +52,11 @@ if not _airflow_3():
 def _chromium() -> str:
     if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "chromium"], env=env, check=True, capture_output=True, timeout=900)
+        install = ["apt-get", "install", "-y", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            # A fresh image may have no package lists yet.
+            subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True, timeout=900)
+            subprocess.run(install, env=env, check=True, capture_output=True, timeout=900)
     if not Path(CHROMIUM).exists():
         pytest.fail(f"chromium is not installed at {CHROMIUM} (Debian: apt-get install -y chromium)")
     return CHROMIUM
