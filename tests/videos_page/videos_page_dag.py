@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_vidgen.operators.vidgen import VideosCreateOperator
 
-OUTPUT = os.environ.get("VIDGEN_EXAMPLE_OUTPUT", "file:///tmp/vidgen-videos").rstrip("/")
+OUTPUT = os.environ.get("VIDGEN_EXAMPLE_OUTPUT", Path(tempfile.gettempdir(), "vidgen-videos").as_uri()).rstrip("/")
 
 with DAG(
     dag_id="videos_page_clips",
