@@ -30,6 +30,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.operators.vidgen"]}],
         "sensors": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.sensors.vidgen"]}],
         "triggers": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.triggers.vidgen"]}],
+        "extra-links": ["airflow_provider_vidgen.links.VideoLink"],
         "connection-types": [
             {
                 "connection-type": "vidgen",

@@ -28,6 +28,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenValidationError,
 )
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+from airflow_provider_vidgen.links import VideoLink
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 from airflow_provider_vidgen.saving import (
     IF_EXISTS,
@@ -167,6 +168,7 @@ class _VidgenCreateOperator(BaseOperator):
     request_fields: ClassVar[tuple[str, ...]]
     family: ClassVar[str]
     ui_color = "#f3e5f5"
+    operator_extra_links = (VideoLink(),)
 
     def __init__(
         self,
@@ -602,6 +604,7 @@ class VideoDownloadOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("generation_id", "destination", "vidgen_conn_id")
     ui_color = "#ede7f6"
+    operator_extra_links = (VideoLink(),)
 
     def __init__(
         self,

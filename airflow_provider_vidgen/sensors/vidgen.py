@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
+from airflow_provider_vidgen.links import VideoLink
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
 
 #: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3).
@@ -50,6 +51,7 @@ class VideoGenerationSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("generation_id", "vidgen_conn_id")
     ui_color = "#e1bee7"
+    operator_extra_links = (VideoLink(),)
 
     def __init__(
         self,
