@@ -304,3 +304,23 @@ def test_restarted_trigger_spreads_its_first_check_over_an_interval(
     assert fresh._first_delay() == 0.0
     assert restarted._first_delay() == 0.0
     assert windows == [2.0, 30]  # a fresh wait checks within 2 s; a restarted one anywhere in 30 s
+
+
+def test_waiting_for_a_pooled_connection_is_not_a_timeout(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 reads share a pool of 2 against answers 0.5 s late: the last ones queue for ~2 s, more than
+    the read timeout (1 s) plus the connect timeout (0.5 s), yet each read on its socket takes 0.5 s."""
+    from tests.conftest import conn_json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, timeout=1, connect_timeout=0.5, max_retries=0)
+    )
+    monkeypatch.setattr(async_client, "POOL_SIZE", 2)
+    ids = [create(emulator_conn, Timeline(queued_for=0, processing_for=0)) for _ in range(10)]
+    emulator_conn.add_fault(Fault(kind="delay", delay=0.5, endpoint="result", times=10))
+    # No failure tolerated: a single false timeout ends its trigger with an error event.
+    results = run_all([trigger(i, poll=1, max_consecutive_failures=0) for i in ids])
+    assert [events[0]["status"] for events in results] == ["completed"] * 10, results
+    assert len(emulator_conn.requests_to("result")) == 10
+    assert len(emulator_conn.connections("result")) <= 2
