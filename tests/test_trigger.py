@@ -97,9 +97,7 @@ def test_failed(emulator_conn: Emulator) -> None:
 
 def test_deadline_reached(emulator_conn: Emulator) -> None:
     generation_id = create(emulator_conn, Timeline(queued_for=3600))
-    started = time.monotonic()
-    event = run_one(trigger(generation_id, within=0.5))
-    assert time.monotonic() - started < 5
+    event = run_one(trigger(generation_id, within=0.5))  # run_all's bound ends a trigger that overruns
     assert event["status"] == "timeout"
     assert event["last_status"] == "queued"
     assert generation_id in event["message"]
@@ -275,12 +273,22 @@ def test_connection_resolved_once_per_run(emulator_conn: Emulator, monkeypatch: 
     assert lookups == ["vidgen_default"]  # never per poll; one lookup shared by the loop's triggers
 
 
-def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator) -> None:
+def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the trigger decides is checked, not how fast a loaded machine carries it out: the first
+    # check is scheduled within 20 % of the interval; later gaps are at least the interval - 10 %.
+    first_delays: list[float] = []
+    original = VideoGenerationTrigger._first_delay
+
+    def spy(self: VideoGenerationTrigger) -> float:
+        first_delays.append(original(self))
+        return first_delays[-1]
+
+    monkeypatch.setattr(VideoGenerationTrigger, "_first_delay", spy)
     generation_id = create(emulator_conn, Timeline(queued_for=1.6, processing_for=0))
-    started = time.time()
     run_one(trigger(generation_id, poll=0.5))
+    assert len(first_delays) == 1
+    assert 0 <= first_delays[0] <= 0.1  # 20 % of 0.5 s
     times = [r.time for r in emulator_conn.requests_to("result")]
-    assert times[0] - started < 0.35  # first check within 20 % of the interval (+ the 0.1 s tick)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 0.44 for gap in gaps), gaps  # 0.5 s - 10 % at the least
 
