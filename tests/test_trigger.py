@@ -81,7 +81,7 @@ def test_completed(emulator_conn: Emulator) -> None:
     assert event["generation_id"] == generation_id
     assert event["result"]["status"] == "completed"
     assert event["result"]["actual_duration"] == 5.5
-    assert event["result"]["video_url"].startswith(emulator_conn.download_base_url)
+    assert "video_url" not in event["result"]  # the task reads a fresh result (see test_events_carry_no_url)
     assert emulator_conn.creates()[0].generation_id == generation_id  # the trigger itself never creates
     assert len(emulator_conn.creates()) == 1
     assert json.loads(json.dumps(event)) == event
@@ -279,8 +279,8 @@ def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator, monkey
     first_delays: list[float] = []
     original = VideoGenerationTrigger._first_delay
 
-    def spy(self: VideoGenerationTrigger) -> float:
-        first_delays.append(original(self))
+    def spy(self: VideoGenerationTrigger, *args: Any) -> float:
+        first_delays.append(original(self, *args))
         return first_delays[-1]
 
     monkeypatch.setattr(VideoGenerationTrigger, "_first_delay", spy)
@@ -332,3 +332,16 @@ def test_waiting_for_a_pooled_connection_is_not_a_timeout(
     assert [events[0]["status"] for events in results] == ["completed"] * 10, results
     assert len(emulator_conn.requests_to("result")) == 10
     assert len(emulator_conn.connections("result")) <= 2
+
+
+def test_events_carry_no_signed_url(emulator_conn: Emulator) -> None:
+    """Airflow logs every fired event ("Trigger fired event", with the event's repr): no URL may be in it."""
+    from airflow.triggers.base import TriggerEvent
+
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0.1))
+    event = run_one(trigger(generation_id))
+    assert event["status"] == "completed"
+    logged = repr(TriggerEvent(event)) + str(TriggerEvent(event)) + json.dumps(event)
+    assert emulator_conn.download_base_url not in logged
+    assert "expires" not in logged
+    assert "video_url" not in logged
