@@ -182,6 +182,7 @@ class VideoGenerationSensor(BaseSensorOperator):
             self._enter()
             if self.deferrable:
                 return self._execute_deferrable(context)
+            _ = self.tracker  # built with the flags as set (silent_fail: no failure budget)
             with self._outcomes_decided_here():
                 return _BASE_EXECUTE(self, context)
         except Exception as err:
@@ -256,6 +257,14 @@ class VideoGenerationSensor(BaseSensorOperator):
             timeout=float(self.timeout),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the trigger. ``execute_complete`` applies the outcome table itself (the same as
+        the other modes), so Airflow's sensor rules, which would turn any error into a skip with
+        ``soft_fail`` and replace the message, apply only to a trigger that failed in the triggerer."""
+        if next_method == "execute_complete":
+            return self.execute_complete(context, **(next_kwargs or {}))
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: the same XCom, errors and messages as a poking sensor."""
