@@ -183,7 +183,7 @@ def wait_for_generation(
     *,
     poll_interval: float,
     timeout: float,
-    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     log: Log | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -194,7 +194,7 @@ def wait_for_generation(
     :param generation_id: The generation to wait on.
     :param poll_interval: Seconds between polls.
     :param timeout: Seconds after which to give up with :class:`VidgenWaitTimeoutError`.
-    :param max_consecutive_failures: Transient poll failures tolerated in a row.
+    :param max_consecutive_failures: Transient poll failures tolerated in a row (``None``: no limit).
     :param log: Logger for status changes.
     :param sleep: Sleep function (injectable for tests).
     :param clock: Monotonic clock (injectable for tests).

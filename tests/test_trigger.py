@@ -345,3 +345,33 @@ def test_events_carry_no_signed_url(emulator_conn: Emulator) -> None:
     assert emulator_conn.download_base_url not in logged
     assert "expires" not in logged
     assert "video_url" not in logged
+
+
+def test_restarted_trigger_does_not_log_a_transition_again(emulator_conn: Emulator, log_text: Any) -> None:
+    """The first triggerer logged "queued -> processing"; the restarted one (same kwargs: last_status
+    still "queued") must not log that transition a second time, nor with another elapsed time."""
+    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=1.0))
+    first = trigger(generation_id, poll=0.1, within=30, started_at=time.time(), last_status="queued")
+    _, kwargs = first.serialize()
+
+    async def run_until_processing_logged_then_stop() -> None:
+        async def consume() -> None:
+            async for _ in first.run():
+                raise AssertionError("must not finish before the restart")
+
+        task = asyncio.ensure_future(consume())
+        deadline = time.monotonic() + 10
+        while "queued -> processing" not in log_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()  # the triggerer is killed mid-wait
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_until_processing_logged_then_stop())
+    assert log_text().count("queued -> processing") == 1
+    event = run_one(VideoGenerationTrigger(**kwargs))  # a new triggerer rebuilds it from the database
+    assert event["status"] == "completed"
+    text = log_text()
+    assert text.count("queued -> processing") == 1, text
+    assert f"Generation {generation_id} is processing" in text  # the restarted trigger says where it stands
+    assert "processing -> completed" in text  # and logs the transitions it saw itself
