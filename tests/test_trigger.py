@@ -347,9 +347,26 @@ def test_events_carry_no_signed_url(emulator_conn: Emulator) -> None:
     assert "video_url" not in logged
 
 
-def test_restarted_trigger_does_not_log_a_transition_again(emulator_conn: Emulator, log_text: Any) -> None:
+def test_restarted_trigger_does_not_log_a_transition_again(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first triggerer logged "queued -> processing"; the restarted one (same kwargs: last_status
     still "queued") must not log that transition a second time, nor with another elapsed time."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    trigger_log = logging.getLogger("test_restarted_trigger")
+    trigger_log.addHandler(Keep())
+    trigger_log.setLevel(logging.INFO)
+    trigger_log.propagate = False
+    monkeypatch.setattr(VideoGenerationTrigger, "log", property(lambda self: trigger_log))
+
+    def log_text() -> str:
+        return "\n".join(lines)
+
     generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=1.0))
     first = trigger(generation_id, poll=0.1, within=30, started_at=time.time(), last_status="queued")
     _, kwargs = first.serialize()
