@@ -81,10 +81,11 @@ class ResultReader:
         self.url = settings.base_url + path
         self.what = f"GET {path}"
         self.headers = {"Authorization": f"Bearer {settings.api_key}"}
-        # sock_connect, not connect: aiohttp's "connect" also counts the wait for a free pooled
-        # connection, which is queueing, not a failure of the API.
+        # Only the socket is bounded: opening it (sock_connect) and each read from it (sock_read, also
+        # the wait for the answer's first bytes). No total and no "connect": aiohttp counts the wait
+        # for a free pooled connection in both, and that is queueing, not a failure of the API.
         self.timeout = aiohttp.ClientTimeout(
-            total=settings.timeout + settings.connect_timeout, sock_connect=settings.connect_timeout
+            total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout
         )
 
     async def read(self, session: aiohttp.ClientSession) -> GenerationResult:

@@ -6,13 +6,16 @@ The event is a small JSON-safe dict::
      "generation_id": "...", "result": {...} | None, "message": "..." | None,
      "last_status": "..." | None, "error_class": "..." | None}
 
-``status`` comes from a strict allow-list. :func:`result_from_event` turns an event back into
-exactly what the synchronous wait returns or raises, so deferrable, poke and reschedule modes give
-the same results, XComs and errors.
+``status`` comes from a strict allow-list. The ``result`` never holds the ``video_url``: Airflow logs
+every event it fires ("Trigger fired event ..."), and a signed video URL must not reach any log. A
+task resuming on a ``completed`` event reads a fresh result instead (which also carries a URL that
+lives longer). :func:`result_from_event` turns an event back into exactly what the synchronous wait
+returns or raises, so deferrable, poke and reschedule modes give the same results, XComs and errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_vidgen import exceptions
@@ -55,21 +58,34 @@ def make_event(
     return {
         "status": status,
         "generation_id": generation_id,
-        "result": result.to_xcom() if result is not None else None,
+        "result": _without_url(result) if result is not None else None,
         "message": message if message is not None else (str(error) if error is not None else None),
         "last_status": last_status,
         "error_class": type(error).__name__ if error is not None else None,
     }
 
 
+def _without_url(result: GenerationResult) -> dict[str, Any]:
+    """The result as XCom holds it, minus the (signed, temporary) ``video_url``."""
+    payload = result.to_xcom()
+    del payload["video_url"]
+    return payload
+
+
 def result_from_event(
-    event: Any, generation_id: str, timeout: float, timeout_error: type[VidgenWaitTimeoutError] = VidgenWaitTimeoutError
+    event: Any,
+    generation_id: str,
+    timeout: float,
+    read_result: Callable[[str], GenerationResult],
+    timeout_error: type[VidgenWaitTimeoutError] = VidgenWaitTimeoutError,
 ) -> GenerationResult:
     """The completed result an event reports, or the error the synchronous wait would have raised.
 
     :param event: What the trigger sent (validated strictly: a dict, a known status, the right id).
     :param generation_id: The id this task waits on.
     :param timeout: The wait's timeout in seconds (for the timeout message).
+    :param read_result: Reads a fresh result (e.g. ``VidgenHook.get_result``): on ``completed`` the
+        event carries no URL, so the result returned is read again, on the worker.
     :param timeout_error: The class raised on ``timeout``.
     """
     if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
@@ -80,9 +96,15 @@ def result_from_event(
         )
     status = event["status"]
     if status == "completed":
-        result = GenerationResult.model_validate(event.get("result") or {})
-        if not result.is_completed or not result.video_url or result.id != generation_id:
+        reported = GenerationResult.model_validate(event.get("result") or {})
+        if not reported.is_completed or reported.id != generation_id:
             raise VidgenError(f"Trigger reported completion of {generation_id} without a completed result: {event}")
+        result = read_result(generation_id)
+        if not result.is_completed or not result.video_url or result.id != generation_id:
+            raise VidgenError(
+                f"Trigger reported completion of {generation_id}, but reading its result again gave status "
+                f"{result.status!r}{'' if result.video_url else ' and no video_url'}"
+            )
         return result
     if status == "failed":
         api_error = (event.get("result") or {}).get("error")

@@ -50,35 +50,57 @@ FATAL_ERRORS: tuple[type[VidgenError], ...] = (
 class WaitTracker:
     """State of one wait on one generation.
 
+    Elapsed times in the log count from the generation's own start (its ``created`` timestamp, as
+    the API reports it) when known, else from the start of the wait, so every mode and every
+    process (a restarted triggerer, a rescheduled poke) logs the same clock.
+
     :param generation_id: The generation being waited on.
-    :param max_consecutive_failures: How many polls in a row may fail transiently before giving up.
+    :param max_consecutive_failures: How many polls in a row may fail transiently before giving up;
+        ``None``: no limit (failed polls are logged and the wait goes on until its timeout).
     :param log: Where status changes and transient failures are logged.
     :param started_at: ``clock()`` value when the wait began (default: now).
     :param clock: Monotonic clock, seconds.
+    :param wall_clock: Unix time, seconds (to count from the generation's ``created``).
+    :param resumed: This process takes over a wait that another one may have logged already (a
+        restarted trigger): the first status it sees is logged as a status, never as a transition
+        from ``last_status``, which the earlier process may already have logged (or not seen).
     """
 
     def __init__(
         self,
         generation_id: str,
         *,
-        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         log: Log | None = None,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        resumed: bool = False,
     ) -> None:
-        if max_consecutive_failures < 0:
-            raise ValueError("max_consecutive_failures must be >= 0")
+        if max_consecutive_failures is not None and (
+            isinstance(max_consecutive_failures, bool)
+            or not isinstance(max_consecutive_failures, int)
+            or max_consecutive_failures < 0
+        ):
+            raise ValueError(f"max_consecutive_failures must be a whole number >= 0, got {max_consecutive_failures!r}")
         self.generation_id = generation_id
         self.max_consecutive_failures = max_consecutive_failures
         self.log: Log = log or logging.getLogger(__name__)
         self.clock = clock
+        self.wall_clock = wall_clock
         self.started_at = clock() if started_at is None else started_at
+        self.created: float | None = None
+        self.resumed = resumed
         self.last_status: str | None = None
         self.consecutive_failures = 0
         self.polls = 0
 
     def elapsed(self) -> float:
-        """Seconds since the wait began."""
+        """Seconds since the generation was created (when the API said so), else since the wait began."""
+        if self.created is not None:
+            since_created = self.wall_clock() - self.created
+            if since_created >= 0:  # a server clock ahead of ours: fall back to the wait's own clock
+                return since_created
         return self.clock() - self.started_at
 
     def on_result(self, result: GenerationResult) -> GenerationResult | None:
@@ -88,6 +110,8 @@ class WaitTracker:
         :raises VidgenGenerationFailedError: the generation ended ``failed``.
         """
         self.polls += 1
+        if result.created is not None:
+            self.created = float(result.created)
         self._note_status(result.status)
         if result.is_completed and not result.video_url:
             # "completed" without a URL breaks the documented contract: do not report success;
@@ -110,17 +134,18 @@ class WaitTracker:
         if isinstance(error, FATAL_ERRORS) or not isinstance(error, VidgenError):
             raise error
         self.consecutive_failures += 1
-        if self.consecutive_failures > self.max_consecutive_failures:
+        limit = self.max_consecutive_failures
+        if limit is not None and self.consecutive_failures > limit:
             raise VidgenTransientError(
                 f"Gave up waiting for generation {self.generation_id} after {self.consecutive_failures} "
                 f"consecutive failed polls; last error: {error}. The generation may still finish: "
                 f"wait for it again with VideoGenerationSensor(generation_id={self.generation_id!r})."
             ) from error
         self.log.warning(
-            "Generation %s: poll failed (%d of %d consecutive failures allowed), still waiting: %s",
+            "Generation %s: poll failed (%d of %s consecutive failures allowed), still waiting: %s",
             self.generation_id,
             self.consecutive_failures,
-            self.max_consecutive_failures,
+            "unlimited" if limit is None else limit,
             error,
         )
 
@@ -129,10 +154,12 @@ class WaitTracker:
         return VidgenWaitTimeoutError(self.generation_id, timeout, self.last_status)
 
     def _note_status(self, status: str) -> None:
+        # Statuses only move forward: once this process has seen one, the next change is one it saw happen.
+        resumed, self.resumed = self.resumed, False
         if status == self.last_status:
             return
         known = status in ("queued", "processing", "completed", "failed")
-        if self.last_status is None:
+        if self.last_status is None or resumed:
             self.log.info("Generation %s is %s (%.1fs)", self.generation_id, status, self.elapsed())
         else:
             self.log.info(
@@ -164,7 +191,7 @@ def wait_for_generation(
     *,
     poll_interval: float,
     timeout: float,
-    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     log: Log | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -177,7 +204,7 @@ def wait_for_generation(
     :param generation_id: The generation to wait on.
     :param poll_interval: Seconds between polls.
     :param timeout: Seconds after which to give up with :class:`VidgenWaitTimeoutError`.
-    :param max_consecutive_failures: Transient poll failures tolerated in a row.
+    :param max_consecutive_failures: Transient poll failures tolerated in a row (``None``: no limit).
     :param log: Logger for status changes.
     :param sleep: Sleep function (injectable for tests).
     :param clock: Monotonic clock (injectable for tests).

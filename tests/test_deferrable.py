@@ -86,7 +86,9 @@ def test_operator_resumes_with_the_same_xcoms(context: dict[str, Any], emulator_
     generation_id = op.execute_complete(context, event)
     assert generation_id == context["ti"].xcom["generation_id"]
     assert context["ti"].xcom["actual_duration"] == 7
-    assert context["ti"].xcom["video_url"] == event["result"]["video_url"]
+    assert "video_url" not in event["result"]  # the event carries no URL: execute_complete read a fresh one
+    assert context["ti"].xcom["video_url"].startswith(emulator_conn.download_base_url)
+    assert len(emulator_conn.requests_to("result")) >= 2
 
 
 def test_failed_generation_same_error_deferred_or_not(context: dict[str, Any], emulator_conn: Emulator) -> None:
@@ -141,9 +143,8 @@ def test_auth_error_replayed_as_the_same_class(context: dict[str, Any], emulator
         {"status": "succeeded", "generation_id": "ID"},
         {"status": "completed", "generation_id": "someone-else"},
         {"status": "completed", "generation_id": "ID", "result": {"id": "ID", "status": "processing"}},
-        {"status": "completed", "generation_id": "ID", "result": {"id": "ID", "status": "completed"}},
     ],
-    ids=["none", "string", "unknown-status", "other-id", "not-completed", "no-url"],
+    ids=["none", "string", "unknown-status", "other-id", "not-completed"],
 )
 def test_execute_complete_rejects_unexpected_events(context: dict[str, Any], event: Any) -> None:
     context["ti"].xcom["generation_id"] = "ID"
@@ -151,6 +152,29 @@ def test_execute_complete_rejects_unexpected_events(context: dict[str, Any], eve
         event = {"result": None, "message": None, "last_status": None, "error_class": None, **event}
     with pytest.raises(VidgenError) as info:
         operator().execute_complete(context, event)
+    assert type(info.value) is VidgenError
+    assert "video_url" not in context["ti"].xcom
+
+
+@pytest.mark.parametrize("deferrable_sensor", [False, True], ids=["operator", "sensor"])
+def test_completed_event_is_checked_against_a_fresh_read(
+    context: dict[str, Any], emulator_conn: Emulator, deferrable_sensor: bool
+) -> None:
+    """The event carries no URL; the fresh read on resume must say completed, with a URL."""
+    emulator_conn.set_timeline(Timeline(queued_for=3600))
+    generation_id = create(emulator_conn, Timeline(queued_for=3600))
+    context["ti"].xcom["generation_id"] = generation_id
+    event = {
+        "status": "completed",
+        "generation_id": generation_id,
+        "result": {"id": generation_id, "status": "completed"},
+        "message": None,
+        "last_status": None,
+        "error_class": None,
+    }
+    task = sensor(generation_id) if deferrable_sensor else operator()
+    with pytest.raises(VidgenError, match="reading its result again gave status 'queued'") as info:
+        task.execute_complete(context, event)
     assert type(info.value) is VidgenError
     assert "video_url" not in context["ti"].xcom
 

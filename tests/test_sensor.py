@@ -142,3 +142,101 @@ def test_reschedule_mode_carries_the_wait_over_in_the_task_state_store(
     with pytest.raises(VidgenTransientError, match="2 consecutive failed polls"):
         poke()  # the budget counted across pokes
     assert store.data["vidgen_wait"]["last_status"] == "processing"
+
+
+# -- the generation id, where it enters -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
+def test_generation_id_with_surrounding_blanks_works_in_every_mode(
+    emulator_conn: Emulator, context: dict[str, Any], deferrable: bool
+) -> None:
+    """E.g. from a Variable or a Jinja template with spaces: normalised once, used everywhere."""
+    import asyncio
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=0))
+    padded = f"  {generation_id}\n"
+
+    def new() -> VideoGenerationSensor:
+        return VideoGenerationSensor(
+            task_id="wait", generation_id=padded, poke_interval=0.05, timeout=60, deferrable=deferrable
+        )
+
+    try:
+        xcom = new().execute(context)
+    except TaskDeferred as deferred:
+        trigger = deferred.trigger
+        assert trigger.serialize()[1]["generation_id"] == generation_id
+
+        async def events() -> list[Any]:
+            return [event.payload async for event in trigger.run()]
+
+        (event,) = asyncio.run(asyncio.wait_for(events(), 30))
+        assert event["generation_id"] == generation_id
+        xcom = new().execute_complete(context, event)  # a new instance, rendered again, as on resume
+    assert xcom["id"] == generation_id
+    assert xcom["status"] == "completed"
+    assert {r.generation_id for r in emulator_conn.requests_to("result")} == {generation_id}
+
+
+# -- options, checked when the DAG is parsed --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_consecutive_failures", "3"),
+        ("max_consecutive_failures", None),
+        ("max_consecutive_failures", -1),
+        ("max_consecutive_failures", True),
+        ("max_consecutive_failures", 2.5),
+        ("poke_interval", 0),
+        ("poke_interval", "30"),
+        ("poke_interval", -5),
+        ("generation_id", 123),
+        ("generation_id", None),
+        ("generation_id", "   "),
+        ("vidgen_conn_id", ""),
+        ("vidgen_conn_id", None),
+        ("deferrable", "yes"),
+    ],
+)
+def test_options_are_checked_when_the_sensor_is_built(option: str, value: Any) -> None:
+    from airflow_provider_vidgen.exceptions import VidgenValidationError
+
+    kwargs: dict[str, Any] = {"task_id": "wait", "generation_id": "proj_1", option: value}
+    with pytest.raises(VidgenValidationError, match=rf"VideoGenerationSensor.*{option}"):
+        VideoGenerationSensor(**kwargs)
+
+
+def test_templated_generation_id_is_checked_after_rendering(context: dict[str, Any]) -> None:
+    from airflow_provider_vidgen.exceptions import VidgenValidationError
+
+    s = VideoGenerationSensor(task_id="wait", generation_id="{{ ti.xcom_pull(task_ids='create') }}")
+    s.generation_id = "  "  # what the template rendered to
+    with pytest.raises(VidgenValidationError, match="generation_id must not be blank"):
+        s.poke(context)
+
+
+def test_poke_and_reschedule_do_not_trip_airflows_executor_safeguard(
+    emulator_conn: Emulator, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch, log_text: Any
+) -> None:
+    """Airflow 2.11 logged "VideoGenerationSensor.execute cannot be called outside TaskInstance!" on every
+    poke and reschedule run: the sensor's execute called BaseSensorOperator.execute through its safeguard."""
+    try:  # Airflow 3
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+
+        sentinel: Any = ExecutorSafeguard.sentinel_value
+    except ImportError:  # Airflow 2
+        from airflow.models.base import _sentinel as sentinel
+        from airflow.models.baseoperator import ExecutorSafeguard
+
+    monkeypatch.setattr(ExecutorSafeguard, "test_mode", False)  # the check is off in unit-test mode
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    s = VideoGenerationSensor(task_id="wait", generation_id=generation_id, poke_interval=0.05)
+    # As the task instance calls it: with the sentinel that marks a call from the task runner.
+    xcom = s.execute(context, **{"VideoGenerationSensor__sentinel": sentinel})
+    assert xcom["status"] == "completed"
+    assert "cannot be called outside" not in log_text()

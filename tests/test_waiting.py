@@ -151,3 +151,40 @@ def test_completed_without_url_is_not_success() -> None:
     assert tracker.on_result(result("completed")) is None
     with pytest.raises(VidgenTransientError, match="no video_url"):
         tracker.on_result(result("completed"))
+
+
+def test_elapsed_times_count_from_the_generations_created_timestamp(caplog: pytest.LogCaptureFixture) -> None:
+    """Every process (a restarted triggerer, a rescheduled poke) reports the same clock: the API's ``created``."""
+    caplog.set_level(logging.INFO)
+    wall = FakeClock()
+    wall.now = 1_000_091.2
+    tracker = WaitTracker("g1", clock=FakeClock(), wall_clock=wall)  # this wait began "now" (0 s elapsed)
+    tracker.last_status = "queued"
+    assert tracker.on_result(result("processing", created=1_000_000)) is None
+    assert "Generation g1: queued -> processing after 91.2s" in caplog.text
+
+
+def test_a_resumed_wait_logs_its_first_status_not_a_transition(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    tracker = WaitTracker("g1", clock=FakeClock(), wall_clock=lambda: 1_000_030.0, resumed=True)
+    tracker.last_status = "queued"  # what the task saw before deferring; another process may have logged more
+    tracker.on_result(result("processing", created=1_000_000))
+    tracker.on_result(result("processing", created=1_000_000))
+    tracker.on_result(result("completed", created=1_000_000, video_url="https://cdn/v.mp4"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["Generation g1 is processing (30.0s)", "Generation g1: processing -> completed after 30.0s"]
+
+
+def test_no_failure_budget_keeps_waiting_until_the_timeout() -> None:
+    clock = FakeClock()
+    flaky = VidgenTransientError("HTTP 503")
+    with pytest.raises(VidgenWaitTimeoutError):
+        wait_for_generation(
+            script(*[flaky] * 11),
+            "g1",
+            poll_interval=1,
+            timeout=10,
+            max_consecutive_failures=None,
+            sleep=clock.sleep,
+            clock=clock,
+        )

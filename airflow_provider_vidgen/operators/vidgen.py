@@ -417,8 +417,9 @@ class _VidgenCreateOperator(BaseOperator):
         generation_id = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_GENERATION_ID, map_indexes=ti.map_index)
         if not generation_id:
             raise VidgenError(f"Cannot resume {ti.task_id}: no {XCOM_GENERATION_ID!r} XCom was pushed before deferring")
-        result = result_from_event(event, generation_id, self.timeout)
         try:
+            # A completed event carries no video URL (Airflow logs the event): the result is read again here.
+            result = result_from_event(event, generation_id, self.timeout, self.hook.get_result)
             self._push_result(context, result)
         finally:
             self.hook.close()

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
+    AirflowException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    AirflowTaskTimeout,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
 )
 
-from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutError
+from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutError, VidgenValidationError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.links import VideoLink
 from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
@@ -23,8 +27,62 @@ from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, Wa
 #: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3).
 WAIT_STATE_KEY = "vidgen_wait"
 
+#: ``BaseSensorOperator.execute`` itself, without the executor safeguard Airflow wraps around every
+#: ``execute``: called through the wrapper from this sensor's own (wrapped) ``execute``, Airflow 2
+#: logs "VideoGenerationSensor.execute cannot be called outside TaskInstance!" on every run.
+_BASE_EXECUTE = getattr(BaseSensorOperator.execute, "__wrapped__", BaseSensorOperator.execute)
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+
+def _is_templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    return not isinstance(value, (type(None), bool, int, float, bytes, list, tuple, dict, set, timedelta))
+
+
+def normalise_generation_id(value: Any) -> str:
+    """The generation id as every part of the wait uses it: a string without surrounding blanks.
+
+    :raises VidgenValidationError: not a string, or blank.
+    """
+    if not isinstance(value, str):
+        raise VidgenValidationError(
+            f"VideoGenerationSensor: generation_id must be a string (the id a create operator returned), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    normalised = value.strip()
+    if not normalised:
+        raise VidgenValidationError(f"VideoGenerationSensor: generation_id must not be blank, got {value!r}")
+    return normalised
+
+
+def _check_options(
+    generation_id: Any, vidgen_conn_id: Any, poke_interval: Any, max_consecutive_failures: Any, deferrable: Any
+) -> None:
+    """Every option is checked when the sensor is built, so a mistake is a DAG import error naming it."""
+    problems = []
+    if not _is_templated(generation_id):
+        try:
+            normalise_generation_id(generation_id)
+        except VidgenValidationError as err:
+            problems.append(str(err).removeprefix("VideoGenerationSensor: "))
+    if not isinstance(vidgen_conn_id, str) or not vidgen_conn_id.strip():
+        problems.append(f"vidgen_conn_id must be a non-empty string, got {vidgen_conn_id!r}")
+    interval = poke_interval.total_seconds() if isinstance(poke_interval, timedelta) else poke_interval
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+        problems.append(f"poke_interval must be a positive number of seconds, got {poke_interval!r}")
+    if (
+        isinstance(max_consecutive_failures, bool)
+        or not isinstance(max_consecutive_failures, int)
+        or max_consecutive_failures < 0
+    ):
+        problems.append(f"max_consecutive_failures must be a whole number >= 0, got {max_consecutive_failures!r}")
+    if not isinstance(deferrable, bool):
+        problems.append(f"deferrable must be True or False, got {deferrable!r}")
+    if problems:
+        raise VidgenValidationError("Invalid VideoGenerationSensor options: " + "; ".join(problems))
 
 
 class VideoGenerationSensor(BaseSensorOperator):
@@ -63,11 +121,17 @@ class VideoGenerationSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        _check_options(generation_id, vidgen_conn_id, poke_interval, max_consecutive_failures, deferrable)
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.generation_id = generation_id
         self.vidgen_conn_id = vidgen_conn_id
         self.max_consecutive_failures = max_consecutive_failures
         self.deferrable = deferrable
+
+    def _enter(self) -> str:
+        """Normalise the (rendered) generation id once, where it enters; every later use reads it."""
+        self.generation_id = normalise_generation_id(self.generation_id)
+        return self.generation_id
 
     @cached_property
     def hook(self) -> VidgenHook:
@@ -76,10 +140,10 @@ class VideoGenerationSensor(BaseSensorOperator):
 
     @cached_property
     def tracker(self) -> WaitTracker:
-        """Status-change logging and the consecutive-failure budget of this wait."""
+        """Status-change logging and the consecutive-failure budget of this wait (none with ``silent_fail``)."""
         return WaitTracker(
-            str(self.generation_id),
-            max_consecutive_failures=self.max_consecutive_failures,
+            self._enter(),
+            max_consecutive_failures=None if self.silent_fail else self.max_consecutive_failures,
             log=self.log,
             clock=time.time,
         )
@@ -95,7 +159,7 @@ class VideoGenerationSensor(BaseSensorOperator):
         ti = context["ti"]
         if (
             isinstance(saved, dict)
-            and saved.get("generation_id") == str(self.generation_id)
+            and saved.get("generation_id") == self.generation_id
             and saved.get("try_number") == getattr(ti, "try_number", None)
         ):
             self.tracker.started_at = float(saved.get("started_at", self.tracker.started_at))
@@ -107,7 +171,7 @@ class VideoGenerationSensor(BaseSensorOperator):
         store.set(
             WAIT_STATE_KEY,
             {
-                "generation_id": str(self.generation_id),
+                "generation_id": self.generation_id,
                 "try_number": getattr(context["ti"], "try_number", None),
                 "started_at": self.tracker.started_at,
                 "last_status": self.tracker.last_status,
@@ -117,23 +181,61 @@ class VideoGenerationSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         try:
+            self._enter()
             if self.deferrable:
                 return self._execute_deferrable(context)
-            return super().execute(context)
-        except AirflowSensorTimeout as err:
-            if isinstance(err, VidgenError):
+            _ = self.tracker  # built with the flags as set (silent_fail: no failure budget)
+            with self._outcomes_decided_here():
+                return _BASE_EXECUTE(self, context)
+        except Exception as err:
+            ended = self._end(err)
+            if ended is err:
                 raise
-            raise self._timeout_error() from err
+            raise ended from err
         finally:
             self.hook.close()
 
+    @contextmanager
+    def _outcomes_decided_here(self) -> Iterator[None]:
+        # BaseSensorOperator.execute applies soft_fail / never_fail / silent_fail to some exceptions
+        # only (and resume_execution to others), so the same outcome ended differently per mode. The
+        # sensor decides every outcome itself (_end, and the failure budget for silent_fail): Airflow's
+        # loop runs with the flags off and only polls, reschedules and times out.
+        flags = {name: getattr(self, name, False) for name in ("soft_fail", "never_fail", "silent_fail")}
+        for name in flags:
+            setattr(self, name, False)
+        try:
+            yield
+        finally:
+            for name, value in flags.items():
+                setattr(self, name, value)
+
+    def _end(self, err: Exception) -> Exception:
+        """The one table of outcomes (README "Outcomes and soft_fail / never_fail / silent_fail").
+
+        Without a flag (and with ``silent_fail``) the error is raised as it is (an Airflow sensor
+        timeout becomes :class:`VidgenSensorTimeoutError`, naming the id). With ``soft_fail`` every
+        way the wait can end other than ``completed`` skips the task; with ``never_fail`` also any
+        other error does.
+        """
+        if isinstance(err, AirflowSkipException):
+            return err
+        if isinstance(err, AirflowSensorTimeout) and not isinstance(err, VidgenError):
+            err = self._timeout_error()
+        ours = isinstance(err, (VidgenError, AirflowSensorTimeout, AirflowTaskTimeout))
+        flag = "soft_fail" if self.soft_fail else "never_fail" if self.never_fail else None
+        if flag is None or not (ours or (self.never_fail and not isinstance(err, AirflowException))):
+            return err
+        return AirflowSkipException(f"Skipped ({flag}=True): {err}")
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        generation_id = self._enter()
         store = self._restore_wait(context)
         try:
             # The tracker's clock is wall-clock time (it carries over between reschedule pokes); the
             # hook's deadline is monotonic: the time left until the sensor's timeout, from now.
             left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
-            result = self.hook.get_result(self.generation_id, deadline=time.monotonic() + left)
+            result = self.hook.get_result(generation_id, deadline=time.monotonic() + left)
         except VidgenError as err:
             self.tracker.on_error(err)
             if store is not None:
@@ -161,23 +263,36 @@ class VideoGenerationSensor(BaseSensorOperator):
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the trigger. ``execute_complete`` applies the outcome table itself (the same as
+        the other modes), so Airflow's sensor rules, which would turn any error into a skip with
+        ``soft_fail`` and replace the message, apply only to a trigger that failed in the triggerer."""
+        if next_method == "execute_complete":
+            return self.execute_complete(context, **(next_kwargs or {}))
+        return super().resume_execution(next_method, next_kwargs, context)
+
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: the same XCom, errors and messages as a poking sensor."""
         from airflow_provider_vidgen.events import result_from_event
 
         try:
-            result = result_from_event(event, str(self.generation_id), float(self.timeout), VidgenSensorTimeoutError)
-        except VidgenSensorTimeoutError:
-            if self.soft_fail:
-                raise AirflowSkipException(
-                    f"Generation {self.generation_id} did not finish in time (soft_fail)"
-                ) from None
-            raise
+            generation_id = self._enter()
+            # A completed event carries no video URL (Airflow logs the event): the result is read again here.
+            result = result_from_event(
+                event, generation_id, float(self.timeout), self.hook.get_result, VidgenSensorTimeoutError
+            )
+        except Exception as err:
+            ended = self._end(err)
+            if ended is err:
+                raise
+            raise ended from err
+        finally:
+            self.hook.close()
         self.log.info("Generation %s completed (reported by the trigger)", result.id)
         return result.to_xcom()
 
     def _timeout_error(self) -> VidgenSensorTimeoutError:
-        return VidgenSensorTimeoutError(str(self.generation_id), float(self.timeout), self.tracker.last_status)
+        return VidgenSensorTimeoutError(self.generation_id, float(self.timeout), self.tracker.last_status)
 
 
 __all__ = ["VideoGenerationSensor"]

@@ -1,4 +1,9 @@
-"""``VideoGenerationTrigger``: wait for a generation in the triggerer, holding no worker slot."""
+"""``VideoGenerationTrigger``: wait for a generation in the triggerer, holding no worker slot.
+
+The triggerer imports this module on its event loop, so it imports nothing heavy: the HTTP client
+(aiohttp), the models (pydantic) and the rest of the wait are loaded in a worker thread when the
+first trigger runs (see :func:`_load_runtime`), never on the loop.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,69 @@ import random
 import time
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_vidgen import protocol
-from airflow_provider_vidgen.async_client import ResultReader, shared_session
-from airflow_provider_vidgen.connection import ConnectionSettings
-from airflow_provider_vidgen.events import make_event
-from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
-from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
+if TYPE_CHECKING:
+    from airflow_provider_vidgen.connection import ConnectionSettings
+    from airflow_provider_vidgen.exceptions import VidgenError
+    from airflow_provider_vidgen.waiting import WaitTracker
+
+#: The same default as ``airflow_provider_vidgen.waiting.DEFAULT_MAX_CONSECUTIVE_FAILURES`` (not
+#: imported from there: importing it would load the models on the triggerer's event loop).
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+
+#: Modules a running trigger needs; imported off the event loop by :func:`_load_runtime`.
+_RUNTIME_MODULES = (
+    "airflow.providers.common.compat.sdk",
+    "airflow_provider_vidgen.async_client",
+    "airflow_provider_vidgen.events",
+    "airflow_provider_vidgen.protocol",
+    "airflow_provider_vidgen.waiting",
+)
+_runtime_loaded = False
+_runtime_loading: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _import_runtime() -> None:
+    import importlib
+
+    for name in _RUNTIME_MODULES:
+        importlib.import_module(name)
+    # The connection lookup's own first-use imports (BaseHook resolves lazily; asgiref on Airflow 2).
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    importlib.import_module(BaseHook.__module__)
+    importlib.import_module("asgiref.sync")
+    try:  # Airflow 3: the async lookup loads its cache and the secrets backends synchronously the first time
+        importlib.import_module("airflow.sdk.execution_time.cache")
+        from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
+    except ImportError:  # Airflow 2: the lookup runs in a worker thread anyway
+        return
+    ensure_secrets_backend_loaded()
+
+
+async def _load_runtime() -> None:
+    """Import what a running trigger needs in a worker thread (once per process), so a cold start of
+    many triggers does not hold the event loop for the import of aiohttp, pydantic models and SSL setup.
+    Triggers starting together share one import."""
+    global _runtime_loaded
+    if _runtime_loaded:
+        return
+    loop = asyncio.get_running_loop()
+    loading = _runtime_loading.get(loop)
+    if loading is None:
+        loading = _runtime_loading[loop] = loop.run_in_executor(None, _import_runtime)
+    try:
+        await asyncio.shield(loading)
+    finally:
+        if loading.done():
+            _runtime_loading.pop(loop, None)
+    _runtime_loaded = True
+
 
 #: Polls are spread by +/- this fraction of the interval, so mapped tasks do not poll in lock-step.
 JITTER = 0.1
@@ -43,6 +100,8 @@ _settings_cache: weakref.WeakKeyDictionary[
 
 
 async def _aget_connection(conn_id: str) -> Any:
+    from airflow.providers.common.compat.sdk import BaseHook
+
     aget = getattr(BaseHook, "aget_connection", None)
     if aget is not None:  # Airflow 3: async lookup through the task SDK
         return await aget(conn_id)
@@ -52,7 +111,11 @@ async def _aget_connection(conn_id: str) -> Any:
 
 
 async def _lookup_settings(conn_id: str) -> ConnectionSettings:
-    return ConnectionSettings.from_connection(await _aget_connection(conn_id))
+    from airflow_provider_vidgen.connection import ConnectionSettings
+
+    connection = await _aget_connection(conn_id)
+    # Reading the extras (JSON) and checking the URL is plain CPU work: off the loop too.
+    return await asyncio.to_thread(ConnectionSettings.from_connection, connection)
 
 
 async def resolve_settings(conn_id: str) -> ConnectionSettings:
@@ -86,7 +149,8 @@ class VideoGenerationTrigger(BaseTrigger):
         one event loop share a lookup for :data:`CONNECTION_TTL` seconds).
     :param poll_interval: Seconds between polls (jittered by +/-10%).
     :param end_time: Absolute deadline, unix seconds; a restarted trigger keeps it.
-    :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff).
+    :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff);
+        ``None``: no limit (the sensor's ``silent_fail``), only ``end_time`` ends an outage.
     :param started_at: Unix time the wait began (for elapsed times in the log across restarts).
     :param last_status: The status the task saw before deferring (so it is not logged twice).
     :param consecutive_failures: Failed polls in a row before deferring (the budget is shared).
@@ -98,7 +162,7 @@ class VideoGenerationTrigger(BaseTrigger):
         vidgen_conn_id: str,
         poll_interval: float,
         end_time: float,
-        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         started_at: float | None = None,
         last_status: str | None = None,
         consecutive_failures: int = 0,
@@ -108,7 +172,7 @@ class VideoGenerationTrigger(BaseTrigger):
         self.vidgen_conn_id = vidgen_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time)
-        self.max_consecutive_failures = int(max_consecutive_failures)
+        self.max_consecutive_failures = None if max_consecutive_failures is None else int(max_consecutive_failures)
         self.started_at = float(started_at) if started_at is not None else time.time()
         self.last_status = last_status
         self.consecutive_failures = int(consecutive_failures)
@@ -155,18 +219,40 @@ class VideoGenerationTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until terminal; yield one event."""
         try:
+            await _load_runtime()
             event = await self._wait()
         except Exception as err:  # never die without an event; the task reports it
-            event = make_event("error", self.generation_id, error=err)
+            event = {
+                "status": "error",
+                "generation_id": self.generation_id,
+                "result": None,
+                "message": str(err),
+                "last_status": self.last_status,
+                "error_class": type(err).__name__,
+            }
         yield TriggerEvent(event)
 
+    def _restarted(self) -> bool:
+        # A trigger normally starts right after its task deferred: one that starts more than a poll
+        # interval later was restarted (a new triggerer took it over), maybe with thousands of others.
+        return time.time() - self.started_at > self.poll_interval
+
     async def _wait(self) -> dict[str, Any]:
+        from airflow_provider_vidgen import protocol
+        from airflow_provider_vidgen.async_client import ResultReader, shared_session
+        from airflow_provider_vidgen.events import make_event
+        from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
+        from airflow_provider_vidgen.waiting import WaitTracker
+
+        restarted = self._restarted()
         tracker = WaitTracker(
             self.generation_id,
             max_consecutive_failures=self.max_consecutive_failures,
             log=self.log,
             started_at=self.started_at,
             clock=time.time,
+            # An earlier triggerer may have logged a transition from last_status already: do not log it again.
+            resumed=restarted,
         )
         tracker.last_status = self.last_status
         tracker.consecutive_failures = self.consecutive_failures
@@ -175,7 +261,7 @@ class VideoGenerationTrigger(BaseTrigger):
         except VidgenError as err:
             return make_event("error", self.generation_id, error=err)
         reader = ResultReader(settings, self.generation_id)
-        delay = self._first_delay()
+        delay = self._first_delay(restarted)
         attempt = 0  # failed reads within the current poll: retried like the hook retries them
         async with shared_session() as session:
             while True:
@@ -216,10 +302,11 @@ class VideoGenerationTrigger(BaseTrigger):
                     return make_event("completed", self.generation_id, result=done)
                 delay = self._next_poll()
 
-    def _first_delay(self) -> float:
-        # A trigger started long after its wait began was restarted (with thousands of others, maybe):
-        # spread its first check over a whole interval instead of the first seconds.
-        restarted = time.time() - self.started_at > self.poll_interval
+    def _first_delay(self, restarted: bool | None = None) -> float:
+        # A restarted trigger (with thousands of others, maybe) spreads its first check over a whole
+        # interval instead of the first seconds.
+        if restarted is None:
+            restarted = self._restarted()
         window = self.poll_interval if restarted else min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2)
         return random.uniform(0, window)
 
@@ -228,6 +315,9 @@ class VideoGenerationTrigger(BaseTrigger):
 
     @staticmethod
     def _backoff(attempt: int, err: VidgenError, settings: ConnectionSettings) -> float:
+        from airflow_provider_vidgen import protocol
+        from airflow_provider_vidgen.exceptions import VidgenTransientError
+
         retry_after = err.retry_after if isinstance(err, VidgenTransientError) else None
         return protocol.backoff_delay(attempt, settings.retry_base_delay, settings.retry_max_delay, retry_after)
 
