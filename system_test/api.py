@@ -35,6 +35,7 @@ class SystemEmulator(Emulator):
         self._hold_creates = 0
         self._hold_reads = 0
         self._hold_first_read: set[str] = set()
+        self._released = threading.Event()
         #: Requests held so far: {"kind": "create" | "first_read", "generation_id", "pid", "time"}.
         self.held: list[dict[str, Any]] = []
 
@@ -62,8 +63,14 @@ class SystemEmulator(Emulator):
             self._api_runner = None
         await super().stop_async()
 
+    async def _hold(self) -> None:
+        deadline = time.monotonic() + self.hold_seconds
+        while time.monotonic() < deadline and not self._released.is_set():
+            await asyncio.sleep(0.2)
+
     async def _close_api(self) -> None:
         if self._api_runner is not None:
+            self._api_runner._shutdown_timeout = 1.0  # refuse at once; do not wait for open requests
             await self._api_runner.cleanup()
             self._api_runner = None
 
@@ -97,8 +104,11 @@ class SystemEmulator(Emulator):
         generations created by processes under ``root_pid``."""
         with self._hold_lock:
             self._hold_root, self._hold_creates, self._hold_reads = root_pid, creates, first_reads
+            self._released.clear()
 
     def disarm_holds(self) -> None:
+        """Stop holding; requests still held are answered now (their clients are gone)."""
+        self._released.set()
         with self._hold_lock:
             self._hold_root, self._hold_creates, self._hold_reads = None, 0, 0
             self._hold_first_read.clear()
@@ -137,7 +147,7 @@ class SystemEmulator(Emulator):
         if kind == "first_read":
             entry.fault = "held"
             self.held.append({"kind": kind, "generation_id": request.match_info["id"], "time": time.time()})
-            await asyncio.sleep(self.hold_seconds)
+            await self._hold()
             return await super()._dispatch(request, endpoint, body, entry)
         response = await super()._dispatch(request, endpoint, body, entry)
         if kind == "read_next":
@@ -147,5 +157,5 @@ class SystemEmulator(Emulator):
             return response
         entry.fault = "held"
         self.held.append({"kind": kind, "generation_id": entry.generation_id, "pid": pid, "time": time.time()})
-        await asyncio.sleep(self.hold_seconds)
+        await self._hold()
         return response

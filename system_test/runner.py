@@ -287,6 +287,7 @@ class Run:
         )
         if initdb.popen.wait(120) != 0:
             raise RuntimeError("initdb failed: " + initdb.log.read_text()[-2000:])
+        cluster.procs.pop("initdb")  # done: not a component to watch
         cluster.start(
             "postgres",
             [
@@ -679,18 +680,27 @@ class Run:
     # -- witness --------------------------------------------------------------------------------
 
     def task_logs(self, dag_id: str, task_id: str, map_index: int) -> list[Path]:
-        base = self.home / "logs" / f"dag_id={dag_id}"
-        return sorted(base.glob(f"run_id=*/task_id={task_id}/map_index={map_index}/attempt=*.log")) + sorted(
-            base.glob(f"run_id=*/task_id={task_id}/attempt=*.log") if map_index < 0 else []
-        )
+        """The worker's log of each try (not the triggerer's ``.trigger.<job>.log`` beside it)."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={RUN_ID if dag_id == DAG_ID else BASELINE_RUN_ID}"
+        folder = folder / f"task_id={task_id}" / f"map_index={map_index}"
+        return sorted(p for p in folder.glob("attempt=*.log") if re.fullmatch(r"attempt=\d+\.log", p.name))
+
+    def trigger_jobs_of(self, task_id: str, map_index: int) -> set[int]:
+        """Triggerer job ids that ran a trigger of this task (they write ``attempt=N.log.trigger.<job>.log``)."""
+        folder = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={RUN_ID}" / f"task_id={task_id}"
+        return {
+            int(found.group(1))
+            for p in (folder / f"map_index={map_index}").glob("attempt=*.log.trigger.*.log")
+            if (found := re.search(r"\.trigger\.(\d+)\.log$", p.name))
+        }
 
     @staticmethod
     def process_starts(paths: list[Path]) -> int:
-        # Each start of a task process (a try, or a resume after a deferral) logs the DAG file it loads.
+        # Each start of a task process (a try, or a resume after a deferral) parses the DAG file once.
         count = 0
         for path in paths:
             with contextlib.suppress(OSError):
-                count += len(re.findall(r"Filling up the DagBag|DAG bundles loaded", path.read_text(errors="replace")))
+                count += path.read_text(errors="replace").count("Worker startup parse complete")
         return count
 
     def witness(self) -> None:
@@ -818,15 +828,24 @@ class Run:
                 for trig in death["triggers"]:
                     ti = final.get((trig["task_id"], trig["map_index"]), {})
                     seen = self.trigger_seen.get(trig["trigger_id"], set())
-                    moved = bool(seen & other)
+                    ran_on = self.trigger_jobs_of(trig["task_id"], trig["map_index"])
+                    moved = bool((seen | ran_on) & other)
                     ended = ti.get("state") in ("success", "failed")
-                    outcomes.append({**trig, "final_state": ti.get("state"), "seen_on_other_triggerer": moved})
+                    outcomes.append(
+                        {
+                            **trig,
+                            "final_state": ti.get("state"),
+                            "triggerer_jobs_that_ran_it": sorted(ran_on | seen),
+                            "ended_on_other_triggerer": moved,
+                        }
+                    )
                     if not ended:
                         self.failures.append(f"trigger {trig['trigger_id']} of a killed triggerer never ended")
                     elif not moved:
-                        # The killed triggerer was not restarted before the run ended: any event for this
-                        # trigger came from the other one, even if the monitor missed the reassignment.
-                        outcomes[-1]["completed_by_other_triggerer"] = True
+                        self.failures.append(
+                            f"trigger {trig['trigger_id']} ({trig['task_id']}[{trig['map_index']}]) of the killed "
+                            f"triggerer was not seen on the other one"
+                        )
                 death["outcomes"] = outcomes
             elif death["kind"] == "celery worker":
                 hit = {(t[0], t[1]) for t in death["running_tasks"]}
