@@ -204,7 +204,7 @@ class Cluster:
         if user is not None:
             entry = pwd.getpwnam(user)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-        popen = subprocess.Popen(  # noqa: S603
+        popen = subprocess.Popen(
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -217,7 +217,7 @@ class Cluster:
         out.close()
         proc = Proc(name, popen, log, stop_signal)
         if name in self.procs:
-            self.retired.append(self.procs[name])
+            self.retired.append(self.procs.pop(name))
         self.procs[name] = proc
         with open(self.pid_file, "a") as pids:  # the shell's EXIT trap kills these sessions too
             pids.write(f"{popen.pid}\n")
@@ -236,6 +236,7 @@ class Cluster:
         killed = kill_tree(proc.pid, sid=proc.pid)
         wait_for(f"{name}'s processes to be gone", lambda: not any(alive(pid) for pid in killed), 30, 0.1)
         proc.popen.wait(10)
+        self.retired.append(self.procs.pop(name))  # dead on purpose: no longer a component to watch
         return killed
 
     def stop(self, proc: Proc, grace: float = 20) -> None:

@@ -35,6 +35,11 @@ class Item:
     def marker(self) -> str:
         return f"[i{self.index:04d}]"
 
+    @property
+    def baseline_marker(self) -> str:
+        """The marker of the baseline DAG's generation of the same index (same completion time)."""
+        return f"[b{self.index:04d}]"
+
 
 def task_of(index: int) -> str:
     if index % 20 == 7:

@@ -91,13 +91,13 @@ class Api:
             return False
 
     def _admin(self, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(  # noqa: S310 - loopback admin endpoint
+        request = urllib.request.Request(
             self.admin_origin + path,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method="GET" if body is None else "POST",
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
     def requests(self) -> list[dict[str, Any]]:
@@ -120,14 +120,16 @@ class Api:
         return None
 
     def script(self, item: plan.Item) -> None:
+        """Script the item's completion time; the baseline's item of the same index finishes alike."""
         timeline = {"queued_for": item.queued_for, "processing_for": item.processing_for, "outcome": item.outcome}
-        if self.in_process:
-            from airflow_provider_vidgen.testing.emulator import Timeline
+        for marker, outcome in ((item.marker, item.outcome), (item.baseline_marker, "completed")):
+            if self.in_process:
+                from airflow_provider_vidgen.testing.emulator import Timeline
 
-            self.emulator.script_prompt(item.marker, Timeline(**timeline))
-        else:
-            with contextlib.suppress(Exception):
-                self._admin("/_emulator/script-prompt", {"marker": item.marker, **timeline})
+                self.emulator.script_prompt(marker, Timeline(**{**timeline, "outcome": outcome}))
+            else:
+                with contextlib.suppress(Exception):
+                    self._admin("/_emulator/script-prompt", {"marker": marker, **timeline, "outcome": outcome})
 
     def fault(self, **fault: Any) -> None:
         if self.in_process:
@@ -234,7 +236,7 @@ class Run:
 
     def airflow(self, *argv: str, timeout: float = 300) -> str:
         assert self.cluster is not None
-        done = subprocess.run(  # noqa: S603
+        done = subprocess.run(
             [str(self.venv_bin / "airflow"), *argv],
             env=self.cluster.env,
             capture_output=True,
@@ -373,7 +375,7 @@ class Run:
 
         def healthy() -> bool:
             cluster.check_running()
-            with urllib.request.urlopen(api, timeout=5) as answer:  # noqa: S310 - loopback
+            with urllib.request.urlopen(api, timeout=5) as answer:
                 health = json.loads(answer.read())
             return all(
                 (health.get(part) or {}).get("status") == "healthy"
@@ -549,6 +551,7 @@ class Run:
     def kill_triggerer(self, name: str) -> None:
         assert self.cluster is not None
         job = self.triggerer_jobs[name]
+        self.killed_triggerers = getattr(self, "killed_triggerers", set()) | {job}
 
         def waits_on_it() -> list[tuple[Any, ...]]:
             rows = self.query(
@@ -623,7 +626,7 @@ class Run:
 
     def rerun(self) -> None:
         before = len(self.creates())
-        done = subprocess.run(  # noqa: S603
+        done = subprocess.run(
             [sys.executable, "-m", "system_test.clear", DAG_ID, RUN_ID, *RERUN_TASKS],
             env=self.cluster.env if self.cluster else None,
             capture_output=True,
@@ -871,7 +874,7 @@ class Run:
 
     def check_secrets(self) -> None:
         dump = self.run_dir / "postgres-dump.sql"
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [
                 str(Path(self.args.pg_bindir) / "pg_dump"),
                 "-h",
