@@ -623,6 +623,9 @@ class Run:
         self.phase_cpu = {"vidgen": self.triggerer_cpu_total() - cpu0}
         self.main_tis = self.task_instances(DAG_ID, RUN_ID)
         self.main_requests = self.api.requests()
+        # The killed triggerer is redeployed: the re-run and the baseline have two triggerers again.
+        self.start_triggerer("triggerer-1")
+        log(f"triggerer-1 redeployed (job {self.triggerer_jobs['triggerer-1']})")
 
     def rerun(self) -> None:
         before = len(self.creates())
@@ -827,6 +830,7 @@ class Run:
         for death in self.report["deaths"]:
             if death["kind"] == "triggerer":
                 other = {job for name, job in self.triggerer_jobs.items() if name != death["name"]}
+                # (the redeployed triggerer's new job started after the main run had ended)
                 outcomes = []
                 for trig in death["triggers"]:
                     ti = final.get((trig["task_id"], trig["map_index"]), {})
