@@ -7,7 +7,9 @@ number of generations) and ``VIDGEN_SYSTEM_OUTPUT`` (a ``file://`` folder for th
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow_provider_vidgen.operators.vidgen import (
     StarVideosCreateOperator,
@@ -23,7 +25,7 @@ except ImportError:  # Airflow 2
     from airflow import DAG
 
 N = int(os.environ.get("VIDGEN_SYSTEM_N", "40"))
-OUTPUT = os.environ.get("VIDGEN_SYSTEM_OUTPUT", "file:///tmp/vidgen-system")
+OUTPUT = os.environ.get("VIDGEN_SYSTEM_OUTPUT") or (Path(tempfile.gettempdir()) / "vidgen-system").as_uri()
 PLAN = by_task(N)
 POLL = 5
 DESTINATION = OUTPUT + "/{{ ds }}/{{ ti.task_id }}/{{ ti.map_index }}.mp4"
