@@ -399,8 +399,22 @@ def video_container(head: bytes) -> str | None:
 
 
 def _looks_like_text(head: bytes) -> bool:
-    # HTML, XML or JSON (an error page or document), after an optional BOM and blanks.
-    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"<", b"{", b"[")
+    """Whether the first bytes are a text document, not a video.
+
+    HTML, XML or JSON (after an optional BOM and blanks), or any body whose first bytes are all
+    printable UTF-8 text ("Access Denied", "expired"): every video container starts with binary
+    bytes (a box size, a magic number), so such a body is an error message, never a video.
+    """
+    body = head.removeprefix(b"\xef\xbb\xbf")
+    if body.lstrip()[:1] in (b"<", b"{", b"["):
+        return True
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(body) - 3:  # not just a character cut at the end of the head
+            return False
+        text = body[: err.start].decode("utf-8")
+    return bool(text) and all(char.isprintable() or char in "\t\n\r\f\v" for char in text)
 
 
 def not_a_video(content_type: str | None, head: bytes) -> str | None:
@@ -409,22 +423,27 @@ def not_a_video(content_type: str | None, head: bytes) -> str | None:
     :param content_type: The answer's ``Content-Type`` header.
     :param head: The first bytes of its body (``HEAD_BYTES``, or all of a shorter body).
 
-    - An empty body is not a video.
-    - ``video/*``: accepted, unless the body starts like a text document (HTML, XML, JSON).
-    - ``application/octet-stream`` (or ``binary/octet-stream``, or no ``Content-Type``): the body
-      must start like a video container (:func:`video_container`).
-    - Any other type (``text/html``, ``application/json``, ...) is not a video.
+    - An empty body is not a video, and neither is a text document (HTML, XML, JSON, plain text),
+      whatever its ``Content-Type``.
+    - ``video/*``: accepted.
+    - Any other type (``application/octet-stream``, ``application/mp4``, a download type such as
+      ``application/x-download``, or no ``Content-Type``): accepted only if the body starts like a
+      video container (:func:`video_container`).
     """
     media = (content_type or "").split(";")[0].strip().lower()
     if not head:
         return f"the body is empty (Content-Type {content_type or 'absent'})"
-    if media.startswith("video/"):
-        return f"Content-Type is {media} and the body is a text document" if _looks_like_text(head) else None
-    if media in GENERIC_TYPES or not media:
-        if video_container(head) is None:
+    if _looks_like_text(head):
+        if media.startswith("video/"):
+            return f"Content-Type is {media} and the body is a text document"
+        if media in GENERIC_TYPES or not media:
             return f"Content-Type is {media or 'absent'} and the body does not start like a video container"
+        return f"Content-Type is {content_type!r}, not a video, and the body is a text document"
+    if media.startswith("video/") or video_container(head) is not None:
         return None
-    return f"Content-Type is {content_type!r}, not a video (video/* or application/octet-stream)"
+    if media in GENERIC_TYPES or not media:
+        return f"Content-Type is {media or 'absent'} and the body does not start like a video container"
+    return f"Content-Type is {content_type!r}, not a video, and the body does not start like a video container"
 
 
 def _move_into_place(temporary: ObjectStoragePath, destination: ObjectStoragePath) -> None:

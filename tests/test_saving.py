@@ -409,6 +409,41 @@ def test_generic_type_is_saved_when_the_body_is_a_video(
     assert len(emulator_conn.requests_to("download")) == 1
 
 
+@pytest.mark.parametrize("content_type", ["application/mp4", "application/x-download", "application/force-download"])
+def test_a_video_under_another_type_is_saved(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, content_type: str
+) -> None:
+    # The bytes are a video (an MP4 ``ftyp`` box first), whatever the host calls them.
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(times=2, content_type=content_type))
+    manifest = download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert manifest["content_type"] == content_type
+    assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
+    assert len(emulator_conn.requests_to("download")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "content_type"),
+    [
+        ("Access Denied", "video/mp4"),
+        ("This link has expired.\n", "video/mp4; charset=utf-8"),
+        ("Lien expir\u00e9", "video/webm"),
+        ("Access Denied", "application/mp4"),
+    ],
+)
+def test_a_text_message_sent_as_a_video_is_never_saved(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, text: str, content_type: str
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(times=2, text=text, content_type=content_type))
+    with pytest.raises(VidgenNotAVideoError, match="the body is a text document") as info:
+        download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert repr(" ".join(text.split())) in str(info.value)  # the words are quoted
+    assert leftovers(tmp_path) == []
+
+
 def test_quoted_bytes_are_bounded_and_secret_free(
     emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
 ) -> None:
