@@ -281,7 +281,7 @@ class VideoSaver:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise VidgenError(f"Generation {result.id}: video_url is not an http(s) URL; refusing to fetch it")
         where = protocol.url_for_log(url)
-        temporary = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
+        temporary = _temporary_for(destination)
         try:
             with requests.Session() as session:  # a session of its own: no API key, ever
                 session.headers["User-Agent"] = USER_AGENT
@@ -361,6 +361,22 @@ class VideoSaver:
                 temporary.unlink()
         except Exception as err:  # best effort: the destination itself is untouched either way
             self.log.warning("Could not remove the partial download %s: %s", temporary, err)
+
+
+#: The longest file name most filesystems take (bytes); a temporary name is kept within it.
+_NAME_MAX_BYTES = 255
+
+
+def _temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
+    """A temporary object beside ``destination``: ``.<name>.<random>.part``.
+
+    The name is shortened (to whole characters) when the temporary name would be longer than a file
+    name may be, so any destination whose own name is valid can be written.
+    """
+    suffix = f".{uuid.uuid4().hex}.part"
+    room = _NAME_MAX_BYTES - len(suffix) - 1
+    name = destination.name.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return destination.parent / f".{name}{suffix}"
 
 
 def _read_head(chunks: Iterator[bytes]) -> bytes:

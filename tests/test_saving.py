@@ -112,6 +112,18 @@ def test_interrupted_download_leaves_nothing_and_the_retry_succeeds(
     assert leftovers(tmp_path) == ["v.mp4"]
 
 
+@pytest.mark.parametrize("name", ["v" * 251 + ".mp4", "\u00e9" * 125 + ".mp4"])
+def test_a_long_file_name_is_saved(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, name: str) -> None:
+    # The longest names a filesystem takes (255 bytes): the temporary file beside it must fit too.
+    assert len(name.encode()) in (254, 255)
+    generation_id = finished(emulator_conn)
+    target = tmp_path / name
+    manifest = download(generation_id, target).execute(context)
+    assert target.read_bytes() == emulator_conn.video_content()
+    assert manifest["uri"] == f"file://{target}"
+    assert leftovers(tmp_path) == [name]
+
+
 def test_download_that_keeps_failing_leaves_no_file(
     emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
