@@ -190,17 +190,26 @@ class VideoSaver:
         self.log = log
 
     def save(
-        self, generation_id: str, get_result: Callable[[str], GenerationResult], destination: ObjectStoragePath
+        self,
+        generation_id: str,
+        get_result: Callable[[str], GenerationResult],
+        destination: ObjectStoragePath,
+        if_exists: str = "overwrite",
     ) -> dict[str, Any]:
         """Read the result now (never trust an old URL), download the video, move it into place.
 
         :param generation_id: The generation whose video to save.
         :param get_result: Reads the generation's result (``VidgenHook.get_result``).
-        :param destination: Where the video goes (overwritten if present).
+        :param destination: Where the video goes.
+        :param if_exists: What to do with an object found at ``destination`` when the video is moved
+            into place (one that appeared during the download): ``overwrite`` replaces it; ``skip``
+            keeps it and returns its manifest (``"skipped": true``); ``fail`` keeps it and raises.
         :returns: The manifest: ``generation_id, uri, bytes, sha256, content_type, actual_duration, model``.
         :raises VidgenDestinationError: ``destination`` is a folder (checked before anything is read).
         :raises VidgenNotAVideoError: the host answered something that is not a video, twice.
+        :raises VidgenOutputExistsError: an object appeared at ``destination`` and ``if_exists`` is ``fail``.
         """
+        check_if_exists(if_exists)
         check_destination(destination)
         result = self._completed(generation_id, get_result)
         retrying = Retrying(
@@ -227,7 +236,7 @@ class VideoSaver:
                     if refresh:
                         result = self._completed(generation_id, get_result)  # ask the API for a fresh URL
                     try:
-                        manifest = self._download(result, destination)
+                        manifest = self._download(result, destination, replace=if_exists == "overwrite")
                     except _NotAVideo as err:
                         not_a_video += 1
                         if not_a_video > 1:  # a fresh URL did not help: fail now, clearly
@@ -245,6 +254,19 @@ class VideoSaver:
                 f"Could not download the video of generation {generation_id} to {destination}: {last} "
                 f"(gave up after {err.last_attempt.attempt_number} attempts; nothing was left at the destination)"
             ) from None
+        except _Exists:
+            if if_exists == "fail":
+                raise VidgenOutputExistsError(
+                    f"{destination} appeared while the video of generation {generation_id} was being downloaded "
+                    f"(if_exists='fail'): it was kept, and the download discarded"
+                ) from None
+            self.log.warning(
+                "%s appeared while the video of generation %s was being downloaded (if_exists='skip'): "
+                "it was kept, and the download discarded",
+                destination,
+                generation_id,
+            )
+            return existing_manifest(destination, generation_id)
         self.log.info(
             "Saved generation %s to %s (%d bytes, sha256 %s)",
             generation_id,
@@ -273,7 +295,7 @@ class VideoSaver:
             )
         return result
 
-    def _download(self, result: GenerationResult, destination: ObjectStoragePath) -> dict[str, Any]:
+    def _download(self, result: GenerationResult, destination: ObjectStoragePath, replace: bool) -> dict[str, Any]:
         import requests
 
         url = str(result.video_url)
@@ -307,7 +329,7 @@ class VideoSaver:
                     size, digest = self._stream_to(head, chunks, temporary)
             if expected is not None and expected.isdigit() and int(expected) != size:
                 raise _Retry(f"GET {where}: got {size} of {expected} bytes")
-            _move_into_place(temporary, destination)
+            _move_into_place(temporary, destination, replace)
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             self._discard(temporary)  # e.g. a redirect to a non-http(s) URL: retrying cannot help
             raise VidgenError(f"GET {where}: {type(exc).__name__}: refusing to follow it") from None
@@ -462,21 +484,46 @@ def not_a_video(content_type: str | None, head: bytes) -> str | None:
     return f"Content-Type is {content_type!r}, not a video, and the body does not start like a video container"
 
 
-def _move_into_place(temporary: ObjectStoragePath, destination: ObjectStoragePath) -> None:
+class _Exists(Exception):
+    """An object is at the destination, and it is not to be replaced (the temporary one is discarded)."""
+
+
+def _move_into_place(temporary: ObjectStoragePath, destination: ObjectStoragePath, replace: bool = True) -> None:
     """Move the complete download to ``destination`` itself, never into a folder found there.
 
     A plain move (``fsspec``'s ``mv``) moves a file *into* a folder at the target. Locally,
-    ``os.replace`` replaces a file atomically and refuses a folder; elsewhere the object is copied to
-    exactly the destination key (``cp_file``), which never descends into a prefix.
+    ``os.replace`` replaces a file atomically and refuses a folder, and without ``replace`` a hard
+    link puts the file there only if nothing is there (atomically, where links are supported);
+    elsewhere the object is copied to exactly the destination key (``cp_file``), which never
+    descends into a prefix.
+
+    :raises _Exists: without ``replace``, an object is at ``destination`` (it is left as it is).
     """
     if destination.protocol in _LOCAL_PROTOCOLS:
+        source, target = temporary.path, destination.path
         try:
-            os.replace(temporary.path, destination.path)
+            if replace:
+                os.replace(source, target)
+                return
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                if os.path.isdir(target):
+                    raise IsADirectoryError(target) from None
+                raise _Exists from None
+            except OSError:  # no hard links on this filesystem: check, then move
+                if os.path.lexists(target):
+                    raise IsADirectoryError(target) if os.path.isdir(target) else _Exists from None
+                os.replace(source, target)
+                return
+            os.unlink(source)
         except IsADirectoryError:
             raise _folder_error(destination) from None
         return
     if destination.is_dir():
         raise _folder_error(destination)
+    if not replace and destination.exists():
+        raise _Exists
     fs = destination.fs
     fs.cp_file(temporary.path, destination.path)
     fs.rm_file(temporary.path)

@@ -579,6 +579,96 @@ def test_folder_that_appears_during_the_download_is_not_filled(emulator_conn: Em
     assert leftovers(tmp_path) == ["a.mp4"]  # the folder only: no temporary file left behind
 
 
+class _QuietLog:
+    def info(self, *a: Any) -> None: ...
+    def warning(self, *a: Any) -> None: ...
+
+
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize("if_exists", ["fail", "skip", "overwrite"])
+def test_an_object_that_appears_during_the_download_is_replaced_only_with_overwrite(
+    emulator_conn: Emulator, tmp_path: Path, if_exists: str, remote: bool
+) -> None:
+    import uuid
+
+    from airflow_provider_vidgen.saving import VidgenOutputExistsError
+
+    generation_id = finished(emulator_conn)
+    bucket = f"memory://bucket-{uuid.uuid4().hex}"
+    target = _memory_path(f"{bucket}/a.mp4") if remote else as_storage_path(tmp_path / "a.mp4")
+    hook = VidgenHook()
+
+    def result_then_another_writer(gid: str) -> GenerationResult:
+        result = hook.get_result(gid)
+        target.write_bytes(b"written by another run")  # after the destination was checked
+        return result
+
+    saver = VideoSaver(hook.settings, _QuietLog())
+    if if_exists == "fail":
+        with pytest.raises(VidgenOutputExistsError, match="appeared while the video") as info:
+            saver.save(generation_id, result_then_another_writer, target, if_exists)
+        assert isinstance(info.value, AirflowFailException)  # no retries
+        assert target.read_bytes() == b"written by another run"
+    elif if_exists == "skip":
+        manifest = saver.save(generation_id, result_then_another_writer, target, if_exists)
+        assert target.read_bytes() == b"written by another run"
+        assert manifest["skipped"] is True
+        assert manifest["bytes"] == len(b"written by another run")
+        assert manifest["sha256"] == hashlib.sha256(b"written by another run").hexdigest()
+    else:
+        manifest = saver.save(generation_id, result_then_another_writer, target, if_exists)
+        assert target.read_bytes() == emulator_conn.video_content()
+        assert "skipped" not in manifest
+    assert len(emulator_conn.requests_to("download")) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.mp4"]  # no temporary file left behind
+
+
+def test_download_operator_passes_if_exists_to_the_move(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenOutputExistsError
+
+    generation_id = finished(emulator_conn)
+    target = tmp_path / "a.mp4"
+    get_result = VidgenHook.get_result
+
+    def result_then_another_writer(self: VidgenHook, gid: str, **kwargs: Any) -> GenerationResult:
+        result = get_result(self, gid, **kwargs)
+        target.write_bytes(b"other")
+        return result
+
+    monkeypatch.setattr(VidgenHook, "get_result", result_then_another_writer)
+    with pytest.raises(VidgenOutputExistsError):
+        download(generation_id, target, if_exists="fail").execute(context)
+    assert target.read_bytes() == b"other"
+    assert leftovers(tmp_path) == ["a.mp4"]
+
+
+def test_output_path_that_appears_while_waiting_is_kept_with_fail(
+    emulator_conn: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenOutputExistsError
+    from tests.conftest import FakeTI
+
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
+    target = tmp_path / "star.mp4"
+    get_result = VidgenHook.get_result
+
+    def result_then_another_writer(self: VidgenHook, gid: str, **kwargs: Any) -> GenerationResult:
+        result = get_result(self, gid, **kwargs)
+        target.write_bytes(b"other")  # absent when the task started, there before the video is moved
+        return result
+
+    monkeypatch.setattr(VidgenHook, "get_result", result_then_another_writer)
+    ti = FakeTI()
+    with pytest.raises(VidgenOutputExistsError, match="appeared while the video"):
+        star(target, if_output_exists="fail").execute({"ti": ti})
+    assert target.read_bytes() == b"other"
+    assert "output" not in ti.xcom
+    assert ti.xcom["generation_id"]  # the paid generation is still named
+    assert leftovers(tmp_path) == ["star.mp4"]
+
+
 def _memory_path(uri: str) -> Any:
     """An ObjectStoragePath on fsspec's in-memory filesystem (an object store without real folders)."""
     from fsspec.implementations.memory import MemoryFileSystem

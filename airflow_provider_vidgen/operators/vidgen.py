@@ -434,7 +434,7 @@ class _VidgenCreateOperator(BaseOperator):
         if self.output_path:
             # On the worker (after a deferral too), never in the triggerer.
             manifest = VideoSaver(self.hook.settings, self.log).save(
-                result.id, self.hook.get_result, as_storage_path(self.output_path)
+                result.id, self.hook.get_result, as_storage_path(self.output_path), self.if_output_exists
             )
             context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
             record_asset_events(context, self.outlets, manifest)
@@ -644,7 +644,9 @@ class VideoDownloadOperator(BaseOperator):
             return kept
         hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
         try:
-            manifest = VideoSaver(hook.settings, self.log).save(generation_id, hook.get_result, destination)
+            manifest = VideoSaver(hook.settings, self.log).save(
+                generation_id, hook.get_result, destination, self.if_exists
+            )
         finally:
             hook.close()
         record_asset_events(context, self.outlets, manifest)
