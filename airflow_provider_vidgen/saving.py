@@ -288,7 +288,12 @@ class VideoSaver:
         result = get_result(generation_id)
         if result.is_failed:
             raise VidgenGenerationFailedError(generation_id, result.error)
-        if not result.is_completed or not result.video_url:
+        if result.is_completed and not (result.video_url or "").strip():
+            raise VidgenError(
+                f"Generation {generation_id} is completed, but the API's answer has no video_url: there is no "
+                f"video to download (nothing was saved). A later try of the task reads the result again."
+            )
+        if not result.is_completed:
             raise VidgenError(
                 f"Generation {generation_id} is not completed (status: {result.status}); there is no video to "
                 f"save yet. Wait for it first (VideoGenerationSensor, or wait_for_completion=True)."

@@ -182,6 +182,24 @@ def test_not_completed_or_failed_generations(emulator_conn: Emulator, context: d
     assert emulator_conn.requests_to("download") == []
 
 
+@pytest.mark.parametrize("video_url", [None, "", "  "])
+def test_completed_without_a_video_url_says_so(tmp_path: Path, video_url: str | None) -> None:
+    settings = ConnectionSettings(conn_id="c", base_url="https://api", api_key="k")
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(id="g", status="completed", video_url=video_url)
+    with pytest.raises(VidgenError) as info:
+        VideoSaver(settings, Log()).save("g", lambda _: result, as_storage_path(tmp_path / "a.mp4"))
+    message = str(info.value)
+    assert "is completed, but the API's answer has no video_url" in message
+    assert "not completed" not in message
+    assert "Wait for it first" not in message  # waiting would not help
+    assert leftovers(tmp_path) == []
+
+
 def test_only_http_video_urls_are_fetched(tmp_path: Path) -> None:
     settings = ConnectionSettings(conn_id="c", base_url="https://api", api_key="k")
 
