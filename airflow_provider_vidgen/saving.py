@@ -331,9 +331,15 @@ class VideoSaver:
                     if problem is not None:
                         quoted = self._quote(head, url)
                         raise _NotAVideo(f"GET {where}: HTTP 200 but {problem}; the answer starts with {quoted}")
-                    size, digest = self._stream_to(head, chunks, temporary)
-            if expected is not None and expected.isdigit() and int(expected) != size:
-                raise _Retry(f"GET {where}: got {size} of {expected} bytes")
+                    boxes = _IsoBoxes() if video_container(head) == "ISO-BMFF" else None
+                    size, digest = self._stream_to(head, chunks, temporary, boxes)
+            if expected is not None and expected.isdigit():
+                if int(expected) != size:
+                    raise _Retry(f"GET {where}: got {size} of {expected} bytes")
+            elif boxes is not None and not boxes.complete():
+                # No length announced: a connection closed early looks like the end of the body, but an
+                # MP4 ends exactly where its last top-level box does.
+                raise _Retry(f"GET {where}: the body ends inside an MP4 box (got {size} bytes, no Content-Length)")
             _move_into_place(temporary, destination, replace)
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             self._discard(temporary)  # e.g. a redirect to a non-http(s) URL: retrying cannot help
@@ -370,7 +376,9 @@ class VideoSaver:
         return repr(text) + more if text else "nothing (an empty body)"
 
     @staticmethod
-    def _stream_to(head: bytes, chunks: Iterator[bytes], temporary: ObjectStoragePath) -> tuple[int, str]:
+    def _stream_to(
+        head: bytes, chunks: Iterator[bytes], temporary: ObjectStoragePath, boxes: _IsoBoxes | None = None
+    ) -> tuple[int, str]:
         if temporary.protocol in _LOCAL_PROTOCOLS:
             temporary.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -379,6 +387,8 @@ class VideoSaver:
             for chunk in itertools.chain((head,), chunks):
                 out.write(chunk)
                 digest.update(chunk)
+                if boxes is not None:
+                    boxes.feed(chunk)
                 size += len(chunk)
         return size, digest.hexdigest()
 
@@ -404,6 +414,51 @@ def _temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
     room = _NAME_MAX_BYTES - len(suffix) - 1
     name = destination.name.encode("utf-8")[:room].decode("utf-8", "ignore")
     return destination.parent / f".{name}{suffix}"
+
+
+class _IsoBoxes:
+    """Follows the top-level boxes of an ISO-BMFF (MP4, MOV) body as it streams by.
+
+    Each box starts with its size (4 bytes; 1: a 64-bit size follows the type; 0: the box runs to the
+    end of the file) and its type (4 bytes). A complete file ends exactly where a box ends; a body cut
+    short ends inside one.
+    """
+
+    def __init__(self) -> None:
+        self.position = 0  # bytes fed so far
+        self.next_box = 0  # where the next top-level box starts
+        self.header = b""  # the part of its header fed so far
+        self.open_ended = False  # a box of size 0 runs to the end: nothing more to check
+        self.broken = False
+
+    def feed(self, chunk: bytes) -> None:
+        index = 0
+        while not (self.open_ended or self.broken):
+            index = max(index, self.next_box + len(self.header) - self.position)
+            if index >= len(chunk):
+                break
+            need = (16 if self.header[:4] == b"\x00\x00\x00\x01" else 8) - len(self.header)
+            self.header += chunk[index : index + need]
+            index += need
+            if len(self.header) < 8:
+                break
+            size = int.from_bytes(self.header[:4], "big")
+            if size == 1:
+                if len(self.header) < 16:
+                    continue
+                size = int.from_bytes(self.header[8:16], "big")
+            if size == 0:
+                self.open_ended = True
+            elif size < len(self.header):
+                self.broken = True
+            else:
+                self.next_box += size
+                self.header = b""
+        self.position += len(chunk)
+
+    def complete(self) -> bool:
+        """Whether the body fed so far ends exactly at the end of a top-level box."""
+        return self.open_ended or (not self.broken and not self.header and self.next_box == self.position)
 
 
 def _read_head(chunks: Iterator[bytes]) -> bytes:

@@ -135,6 +135,81 @@ def test_download_that_keeps_failing_leaves_no_file(
     assert leftovers(tmp_path) == []
 
 
+def _serve_without_length(body: bytes) -> Any:
+    """A loopback host answering every GET with ``body`` as video/mp4, with no Content-Length (then it closes)."""
+    import socketserver
+    import threading
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nConnection: close\r\n\r\n" + body)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_body_without_length_is_saved_only_if_the_mp4_is_whole(tmp_path: Path, cut: bool) -> None:
+    from importlib import resources
+
+    video = resources.files("airflow_provider_vidgen.testing").joinpath("sample.mp4").read_bytes()
+    server = _serve_without_length(video[: len(video) // 2] if cut else video)
+    settings = ConnectionSettings(
+        conn_id="c", base_url="https://api", api_key="k", max_retries=1, retry_base_delay=0.01, retry_max_delay=0.02
+    )
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(
+        id="g", status="completed", video_url=f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    )
+    target = as_storage_path(tmp_path / "a.mp4")
+    try:
+        if cut:  # the connection closed early: it looks like the end of the body, but ends inside a box
+            with pytest.raises(VidgenTransientError, match="the body ends inside an MP4 box"):
+                VideoSaver(settings, Log()).save("g", lambda _: result, target)
+            assert leftovers(tmp_path) == []
+        else:
+            manifest = VideoSaver(settings, Log()).save("g", lambda _: result, target)
+            assert manifest["bytes"] == len(video)
+            assert (tmp_path / "a.mp4").read_bytes() == video
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("step", [1, 3, 8, 17, 1 << 20])
+def test_mp4_boxes_are_followed_across_chunks(step: int) -> None:
+    from importlib import resources
+
+    from airflow_provider_vidgen.saving import _IsoBoxes
+
+    def whole(data: bytes) -> bool:
+        boxes = _IsoBoxes()
+        for start in range(0, len(data), step):
+            boxes.feed(data[start : start + step])
+        return boxes.complete()
+
+    video = resources.files("airflow_provider_vidgen.testing").joinpath("sample.mp4").read_bytes()
+    assert whole(video)
+    assert not whole(video[: len(video) // 2])
+    assert not whole(video[:-1])
+    assert not whole(video + b"x")
+    large = (
+        (16).to_bytes(4, "big") + b"ftypisom" + bytes(4) + (1).to_bytes(4, "big") + b"mdat" + (21).to_bytes(8, "big")
+    )
+    assert whole(large + b"abcde")  # a 64-bit box size
+    assert not whole(large + b"abcd")
+    to_the_end = (16).to_bytes(4, "big") + b"ftypisom" + bytes(4) + bytes(4) + b"mdat"
+    assert whole(to_the_end + b"x" * 50)  # size 0: the last box runs to the end of the file
+
+
 def test_existing_destination_is_overwritten_by_default(
     emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
 ) -> None:
