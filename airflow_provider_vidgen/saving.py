@@ -333,9 +333,13 @@ class VideoSaver:
                         raise _NotAVideo(f"GET {where}: HTTP 200 but {problem}; the answer starts with {quoted}")
                     boxes = _IsoBoxes() if video_container(head) == "ISO-BMFF" else None
                     size, digest = self._stream_to(head, chunks, temporary, boxes)
+                    # A host may compress anyway: Content-Length then counts the bytes on the wire, and
+                    # what is saved is the video they decode to.
+                    encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
+                    received = response.raw.tell() if encoding not in ("", "identity") else size
             if expected is not None and expected.isdigit():
-                if int(expected) != size:
-                    raise _Retry(f"GET {where}: got {size} of {expected} bytes")
+                if int(expected) != received:
+                    raise _Retry(f"GET {where}: got {received} of {expected} bytes")
             elif boxes is not None and not boxes.complete():
                 # No length announced: a connection closed early looks like the end of the body, but an
                 # MP4 ends exactly where its last top-level box does.

@@ -135,8 +135,11 @@ def test_download_that_keeps_failing_leaves_no_file(
     assert leftovers(tmp_path) == []
 
 
-def _serve_without_length(body: bytes) -> Any:
-    """A loopback host answering every GET with ``body`` as video/mp4, with no Content-Length (then it closes)."""
+def _serve_without_length(body: bytes, headers: bytes = b"") -> Any:
+    """A loopback host answering every GET with ``body`` as video/mp4, with no Content-Length (then it closes).
+
+    ``headers`` are added as they are (each ending with CRLF), whatever the request asked for.
+    """
     import socketserver
     import threading
 
@@ -144,7 +147,9 @@ def _serve_without_length(body: bytes) -> Any:
         def handle(self) -> None:
             while self.rfile.readline() not in (b"\r\n", b""):
                 pass
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nConnection: close\r\n\r\n" + body)
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nConnection: close\r\n" + headers + b"\r\n" + body
+            )
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -182,6 +187,35 @@ def test_a_body_without_length_is_saved_only_if_the_mp4_is_whole(tmp_path: Path,
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_compressed_answer_despite_identity_is_checked_on_the_wire_and_saved_decoded(tmp_path: Path) -> None:
+    import gzip
+    from importlib import resources
+
+    video = resources.files("airflow_provider_vidgen.testing").joinpath("sample.mp4").read_bytes()
+    packed = gzip.compress(video)
+    headers = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(packed)
+    server = _serve_without_length(packed, headers)  # the host ignores Accept-Encoding: identity
+    settings = ConnectionSettings(
+        conn_id="c", base_url="https://api", api_key="k", max_retries=1, retry_base_delay=0.01, retry_max_delay=0.02
+    )
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(
+        id="g", status="completed", video_url=f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    )
+    try:
+        manifest = VideoSaver(settings, Log()).save("g", lambda _: result, as_storage_path(tmp_path / "a.mp4"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / "a.mp4").read_bytes() == video  # the video, not its compressed form
+    assert manifest["bytes"] == len(video)
+    assert manifest["sha256"] == hashlib.sha256(video).hexdigest()
 
 
 @pytest.mark.parametrize("step", [1, 3, 8, 17, 1 << 20])
