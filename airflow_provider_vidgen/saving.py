@@ -190,17 +190,26 @@ class VideoSaver:
         self.log = log
 
     def save(
-        self, generation_id: str, get_result: Callable[[str], GenerationResult], destination: ObjectStoragePath
+        self,
+        generation_id: str,
+        get_result: Callable[[str], GenerationResult],
+        destination: ObjectStoragePath,
+        if_exists: str = "overwrite",
     ) -> dict[str, Any]:
         """Read the result now (never trust an old URL), download the video, move it into place.
 
         :param generation_id: The generation whose video to save.
         :param get_result: Reads the generation's result (``VidgenHook.get_result``).
-        :param destination: Where the video goes (overwritten if present).
+        :param destination: Where the video goes.
+        :param if_exists: What to do with an object found at ``destination`` when the video is moved
+            into place (one that appeared during the download): ``overwrite`` replaces it; ``skip``
+            keeps it and returns its manifest (``"skipped": true``); ``fail`` keeps it and raises.
         :returns: The manifest: ``generation_id, uri, bytes, sha256, content_type, actual_duration, model``.
         :raises VidgenDestinationError: ``destination`` is a folder (checked before anything is read).
         :raises VidgenNotAVideoError: the host answered something that is not a video, twice.
+        :raises VidgenOutputExistsError: an object appeared at ``destination`` and ``if_exists`` is ``fail``.
         """
+        check_if_exists(if_exists)
         check_destination(destination)
         result = self._completed(generation_id, get_result)
         retrying = Retrying(
@@ -227,7 +236,7 @@ class VideoSaver:
                     if refresh:
                         result = self._completed(generation_id, get_result)  # ask the API for a fresh URL
                     try:
-                        manifest = self._download(result, destination)
+                        manifest = self._download(result, destination, replace=if_exists == "overwrite")
                     except _NotAVideo as err:
                         not_a_video += 1
                         if not_a_video > 1:  # a fresh URL did not help: fail now, clearly
@@ -245,6 +254,19 @@ class VideoSaver:
                 f"Could not download the video of generation {generation_id} to {destination}: {last} "
                 f"(gave up after {err.last_attempt.attempt_number} attempts; nothing was left at the destination)"
             ) from None
+        except _Exists:
+            if if_exists == "fail":
+                raise VidgenOutputExistsError(
+                    f"{destination} appeared while the video of generation {generation_id} was being downloaded "
+                    f"(if_exists='fail'): it was kept, and the download discarded"
+                ) from None
+            self.log.warning(
+                "%s appeared while the video of generation %s was being downloaded (if_exists='skip'): "
+                "it was kept, and the download discarded",
+                destination,
+                generation_id,
+            )
+            return existing_manifest(destination, generation_id)
         self.log.info(
             "Saved generation %s to %s (%d bytes, sha256 %s)",
             generation_id,
@@ -266,14 +288,19 @@ class VideoSaver:
         result = get_result(generation_id)
         if result.is_failed:
             raise VidgenGenerationFailedError(generation_id, result.error)
-        if not result.is_completed or not result.video_url:
+        if result.is_completed and not (result.video_url or "").strip():
+            raise VidgenError(
+                f"Generation {generation_id} is completed, but the API's answer has no video_url: there is no "
+                f"video to download (nothing was saved). A later try of the task reads the result again."
+            )
+        if not result.is_completed:
             raise VidgenError(
                 f"Generation {generation_id} is not completed (status: {result.status}); there is no video to "
                 f"save yet. Wait for it first (VideoGenerationSensor, or wait_for_completion=True)."
             )
         return result
 
-    def _download(self, result: GenerationResult, destination: ObjectStoragePath) -> dict[str, Any]:
+    def _download(self, result: GenerationResult, destination: ObjectStoragePath, replace: bool) -> dict[str, Any]:
         import requests
 
         url = str(result.video_url)
@@ -281,7 +308,7 @@ class VideoSaver:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise VidgenError(f"Generation {result.id}: video_url is not an http(s) URL; refusing to fetch it")
         where = protocol.url_for_log(url)
-        temporary = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
+        temporary = _temporary_for(destination)
         try:
             with requests.Session() as session:  # a session of its own: no API key, ever
                 session.headers["User-Agent"] = USER_AGENT
@@ -304,10 +331,20 @@ class VideoSaver:
                     if problem is not None:
                         quoted = self._quote(head, url)
                         raise _NotAVideo(f"GET {where}: HTTP 200 but {problem}; the answer starts with {quoted}")
-                    size, digest = self._stream_to(head, chunks, temporary)
-            if expected is not None and expected.isdigit() and int(expected) != size:
-                raise _Retry(f"GET {where}: got {size} of {expected} bytes")
-            _move_into_place(temporary, destination)
+                    boxes = _IsoBoxes() if video_container(head) == "ISO-BMFF" else None
+                    size, digest = self._stream_to(head, chunks, temporary, boxes)
+                    # A host may compress anyway: Content-Length then counts the bytes on the wire, and
+                    # what is saved is the video they decode to.
+                    encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
+                    received = response.raw.tell() if encoding not in ("", "identity") else size
+            if expected is not None and expected.isdigit():
+                if int(expected) != received:
+                    raise _Retry(f"GET {where}: got {received} of {expected} bytes")
+            elif boxes is not None and not boxes.complete():
+                # No length announced: a connection closed early looks like the end of the body, but an
+                # MP4 ends exactly where its last top-level box does.
+                raise _Retry(f"GET {where}: the body ends inside an MP4 box (got {size} bytes, no Content-Length)")
+            _move_into_place(temporary, destination, replace)
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             self._discard(temporary)  # e.g. a redirect to a non-http(s) URL: retrying cannot help
             raise VidgenError(f"GET {where}: {type(exc).__name__}: refusing to follow it") from None
@@ -343,7 +380,9 @@ class VideoSaver:
         return repr(text) + more if text else "nothing (an empty body)"
 
     @staticmethod
-    def _stream_to(head: bytes, chunks: Iterator[bytes], temporary: ObjectStoragePath) -> tuple[int, str]:
+    def _stream_to(
+        head: bytes, chunks: Iterator[bytes], temporary: ObjectStoragePath, boxes: _IsoBoxes | None = None
+    ) -> tuple[int, str]:
         if temporary.protocol in _LOCAL_PROTOCOLS:
             temporary.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -352,6 +391,8 @@ class VideoSaver:
             for chunk in itertools.chain((head,), chunks):
                 out.write(chunk)
                 digest.update(chunk)
+                if boxes is not None:
+                    boxes.feed(chunk)
                 size += len(chunk)
         return size, digest.hexdigest()
 
@@ -361,6 +402,67 @@ class VideoSaver:
                 temporary.unlink()
         except Exception as err:  # best effort: the destination itself is untouched either way
             self.log.warning("Could not remove the partial download %s: %s", temporary, err)
+
+
+#: The longest file name most filesystems take (bytes); a temporary name is kept within it.
+_NAME_MAX_BYTES = 255
+
+
+def _temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
+    """A temporary object beside ``destination``: ``.<name>.<random>.part``.
+
+    The name is shortened (to whole characters) when the temporary name would be longer than a file
+    name may be, so any destination whose own name is valid can be written.
+    """
+    suffix = f".{uuid.uuid4().hex}.part"
+    room = _NAME_MAX_BYTES - len(suffix) - 1
+    name = destination.name.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return destination.parent / f".{name}{suffix}"
+
+
+class _IsoBoxes:
+    """Follows the top-level boxes of an ISO-BMFF (MP4, MOV) body as it streams by.
+
+    Each box starts with its size (4 bytes; 1: a 64-bit size follows the type; 0: the box runs to the
+    end of the file) and its type (4 bytes). A complete file ends exactly where a box ends; a body cut
+    short ends inside one.
+    """
+
+    def __init__(self) -> None:
+        self.position = 0  # bytes fed so far
+        self.next_box = 0  # where the next top-level box starts
+        self.header = b""  # the part of its header fed so far
+        self.open_ended = False  # a box of size 0 runs to the end: nothing more to check
+        self.broken = False
+
+    def feed(self, chunk: bytes) -> None:
+        index = 0
+        while not (self.open_ended or self.broken):
+            index = max(index, self.next_box + len(self.header) - self.position)
+            if index >= len(chunk):
+                break
+            need = (16 if self.header[:4] == b"\x00\x00\x00\x01" else 8) - len(self.header)
+            self.header += chunk[index : index + need]
+            index += need
+            if len(self.header) < 8:
+                break
+            size = int.from_bytes(self.header[:4], "big")
+            if size == 1:
+                if len(self.header) < 16:
+                    continue
+                size = int.from_bytes(self.header[8:16], "big")
+            if size == 0:
+                self.open_ended = True
+            elif size < len(self.header):
+                self.broken = True
+            else:
+                self.next_box += size
+                self.header = b""
+        self.position += len(chunk)
+
+    def complete(self) -> bool:
+        """Whether the body fed so far ends exactly at the end of a top-level box."""
+        return self.open_ended or (not self.broken and not self.header and self.next_box == self.position)
 
 
 def _read_head(chunks: Iterator[bytes]) -> bytes:
@@ -399,8 +501,22 @@ def video_container(head: bytes) -> str | None:
 
 
 def _looks_like_text(head: bytes) -> bool:
-    # HTML, XML or JSON (an error page or document), after an optional BOM and blanks.
-    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"<", b"{", b"[")
+    """Whether the first bytes are a text document, not a video.
+
+    HTML, XML or JSON (after an optional BOM and blanks), or any body whose first bytes are all
+    printable UTF-8 text ("Access Denied", "expired"): every video container starts with binary
+    bytes (a box size, a magic number), so such a body is an error message, never a video.
+    """
+    body = head.removeprefix(b"\xef\xbb\xbf")
+    if body.lstrip()[:1] in (b"<", b"{", b"["):
+        return True
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(body) - 3:  # not just a character cut at the end of the head
+            return False
+        text = body[: err.start].decode("utf-8")
+    return bool(text) and all(char.isprintable() or char in "\t\n\r\f\v" for char in text)
 
 
 def not_a_video(content_type: str | None, head: bytes) -> str | None:
@@ -409,39 +525,69 @@ def not_a_video(content_type: str | None, head: bytes) -> str | None:
     :param content_type: The answer's ``Content-Type`` header.
     :param head: The first bytes of its body (``HEAD_BYTES``, or all of a shorter body).
 
-    - An empty body is not a video.
-    - ``video/*``: accepted, unless the body starts like a text document (HTML, XML, JSON).
-    - ``application/octet-stream`` (or ``binary/octet-stream``, or no ``Content-Type``): the body
-      must start like a video container (:func:`video_container`).
-    - Any other type (``text/html``, ``application/json``, ...) is not a video.
+    - An empty body is not a video, and neither is a text document (HTML, XML, JSON, plain text),
+      whatever its ``Content-Type``.
+    - ``video/*``: accepted.
+    - Any other type (``application/octet-stream``, ``application/mp4``, a download type such as
+      ``application/x-download``, or no ``Content-Type``): accepted only if the body starts like a
+      video container (:func:`video_container`).
     """
     media = (content_type or "").split(";")[0].strip().lower()
     if not head:
         return f"the body is empty (Content-Type {content_type or 'absent'})"
-    if media.startswith("video/"):
-        return f"Content-Type is {media} and the body is a text document" if _looks_like_text(head) else None
-    if media in GENERIC_TYPES or not media:
-        if video_container(head) is None:
+    if _looks_like_text(head):
+        if media.startswith("video/"):
+            return f"Content-Type is {media} and the body is a text document"
+        if media in GENERIC_TYPES or not media:
             return f"Content-Type is {media or 'absent'} and the body does not start like a video container"
+        return f"Content-Type is {content_type!r}, not a video, and the body is a text document"
+    if media.startswith("video/") or video_container(head) is not None:
         return None
-    return f"Content-Type is {content_type!r}, not a video (video/* or application/octet-stream)"
+    if media in GENERIC_TYPES or not media:
+        return f"Content-Type is {media or 'absent'} and the body does not start like a video container"
+    return f"Content-Type is {content_type!r}, not a video, and the body does not start like a video container"
 
 
-def _move_into_place(temporary: ObjectStoragePath, destination: ObjectStoragePath) -> None:
+class _Exists(Exception):
+    """An object is at the destination, and it is not to be replaced (the temporary one is discarded)."""
+
+
+def _move_into_place(temporary: ObjectStoragePath, destination: ObjectStoragePath, replace: bool = True) -> None:
     """Move the complete download to ``destination`` itself, never into a folder found there.
 
     A plain move (``fsspec``'s ``mv``) moves a file *into* a folder at the target. Locally,
-    ``os.replace`` replaces a file atomically and refuses a folder; elsewhere the object is copied to
-    exactly the destination key (``cp_file``), which never descends into a prefix.
+    ``os.replace`` replaces a file atomically and refuses a folder, and without ``replace`` a hard
+    link puts the file there only if nothing is there (atomically, where links are supported);
+    elsewhere the object is copied to exactly the destination key (``cp_file``), which never
+    descends into a prefix.
+
+    :raises _Exists: without ``replace``, an object is at ``destination`` (it is left as it is).
     """
     if destination.protocol in _LOCAL_PROTOCOLS:
+        source, target = temporary.path, destination.path
         try:
-            os.replace(temporary.path, destination.path)
+            if replace:
+                os.replace(source, target)
+                return
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                if os.path.isdir(target):
+                    raise IsADirectoryError(target) from None
+                raise _Exists from None
+            except OSError:  # no hard links on this filesystem: check, then move
+                if os.path.lexists(target):
+                    raise IsADirectoryError(target) if os.path.isdir(target) else _Exists from None
+                os.replace(source, target)
+                return
+            os.unlink(source)
         except IsADirectoryError:
             raise _folder_error(destination) from None
         return
     if destination.is_dir():
         raise _folder_error(destination)
+    if not replace and destination.exists():
+        raise _Exists
     fs = destination.fs
     fs.cp_file(temporary.path, destination.path)
     fs.rm_file(temporary.path)

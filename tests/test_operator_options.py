@@ -153,6 +153,34 @@ def test_mapped_fields_left_to_expand_or_templated_are_not_checked_at_parse() ->
     assert {"a", "b", "c", "d"} <= set(dag.task_dict)
 
 
+def test_mapped_tasks_writing_one_file_is_a_dag_import_error() -> None:
+    # Each mapped task would create (and pay for) a video and save it over the others'.
+    with DAG("m", schedule=None, start_date=None), pytest.raises(VidgenValidationError, match="output_path: the same"):
+        VideosCreateOperator.partial(task_id="a", duration=5, output_path="/data/a.mp4").expand(prompt=["x", "y"])
+    with DAG("m2", schedule=None, start_date=None), pytest.raises(VidgenValidationError, match="destination: the same"):
+        VideoDownloadOperator.partial(task_id="b", destination="/data/a.mp4").expand(generation_id=["p1", "p2"])
+    with (
+        DAG("m3", schedule=None, start_date=None),
+        pytest.raises(VidgenValidationError, match=r"output_path: the same .*ti\.map_index"),
+    ):
+        StarVideosCreateOperator.partial(task_id="c", default_args={"output_path": "s3://b/a.mp4"}).expand(prompt=["x"])
+
+
+def test_mapped_tasks_with_a_file_each_are_accepted() -> None:
+    with DAG("m", schedule=None, start_date=None) as dag:
+        VideosCreateOperator.partial(task_id="a", duration=5, output_path="/data/{{ ti.map_index }}.mp4").expand(
+            prompt=["x", "y"]
+        )
+        VideosCreateOperator.partial(task_id="b", duration=5).expand_kwargs(
+            [{"prompt": "x", "output_path": "/data/x.mp4"}, {"prompt": "y", "output_path": "/data/y.mp4"}]
+        )
+        StarVideosCreateOperator.partial(task_id="c", output_path=None).expand(prompt=["x"])
+        VideoDownloadOperator.partial(task_id="d").expand(
+            destination=["/data/1.mp4", "/data/2.mp4"], generation_id=["p", "q"]
+        )
+    assert {"a", "b", "c", "d"} <= set(dag.task_dict)
+
+
 def test_mapped_mistake_is_an_import_error_of_the_dag_file(tmp_path: Path) -> None:
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.1

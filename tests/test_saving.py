@@ -112,6 +112,18 @@ def test_interrupted_download_leaves_nothing_and_the_retry_succeeds(
     assert leftovers(tmp_path) == ["v.mp4"]
 
 
+@pytest.mark.parametrize("name", ["v" * 251 + ".mp4", "\u00e9" * 125 + ".mp4"])
+def test_a_long_file_name_is_saved(emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, name: str) -> None:
+    # The longest names a filesystem takes (255 bytes): the temporary file beside it must fit too.
+    assert len(name.encode()) in (254, 255)
+    generation_id = finished(emulator_conn)
+    target = tmp_path / name
+    manifest = download(generation_id, target).execute(context)
+    assert target.read_bytes() == emulator_conn.video_content()
+    assert manifest["uri"] == f"file://{target}"
+    assert leftovers(tmp_path) == [name]
+
+
 def test_download_that_keeps_failing_leaves_no_file(
     emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,6 +133,115 @@ def test_download_that_keeps_failing_leaves_no_file(
     with pytest.raises(VidgenTransientError, match="gave up after 3 attempts"):
         download(generation_id, tmp_path / "v.mp4").execute(context)
     assert leftovers(tmp_path) == []
+
+
+def _serve_without_length(body: bytes, headers: bytes = b"") -> Any:
+    """A loopback host answering every GET with ``body`` as video/mp4, with no Content-Length (then it closes).
+
+    ``headers`` are added as they are (each ending with CRLF), whatever the request asked for.
+    """
+    import socketserver
+    import threading
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nConnection: close\r\n" + headers + b"\r\n" + body
+            )
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_body_without_length_is_saved_only_if_the_mp4_is_whole(tmp_path: Path, cut: bool) -> None:
+    from importlib import resources
+
+    video = resources.files("airflow_provider_vidgen.testing").joinpath("sample.mp4").read_bytes()
+    server = _serve_without_length(video[: len(video) // 2] if cut else video)
+    settings = ConnectionSettings(
+        conn_id="c", base_url="https://api", api_key="k", max_retries=1, retry_base_delay=0.01, retry_max_delay=0.02
+    )
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(
+        id="g", status="completed", video_url=f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    )
+    target = as_storage_path(tmp_path / "a.mp4")
+    try:
+        if cut:  # the connection closed early: it looks like the end of the body, but ends inside a box
+            with pytest.raises(VidgenTransientError, match="the body ends inside an MP4 box"):
+                VideoSaver(settings, Log()).save("g", lambda _: result, target)
+            assert leftovers(tmp_path) == []
+        else:
+            manifest = VideoSaver(settings, Log()).save("g", lambda _: result, target)
+            assert manifest["bytes"] == len(video)
+            assert (tmp_path / "a.mp4").read_bytes() == video
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_compressed_answer_despite_identity_is_checked_on_the_wire_and_saved_decoded(tmp_path: Path) -> None:
+    import gzip
+    from importlib import resources
+
+    video = resources.files("airflow_provider_vidgen.testing").joinpath("sample.mp4").read_bytes()
+    packed = gzip.compress(video)
+    headers = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(packed)
+    server = _serve_without_length(packed, headers)  # the host ignores Accept-Encoding: identity
+    settings = ConnectionSettings(
+        conn_id="c", base_url="https://api", api_key="k", max_retries=1, retry_base_delay=0.01, retry_max_delay=0.02
+    )
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(
+        id="g", status="completed", video_url=f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    )
+    try:
+        manifest = VideoSaver(settings, Log()).save("g", lambda _: result, as_storage_path(tmp_path / "a.mp4"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / "a.mp4").read_bytes() == video  # the video, not its compressed form
+    assert manifest["bytes"] == len(video)
+    assert manifest["sha256"] == hashlib.sha256(video).hexdigest()
+
+
+@pytest.mark.parametrize("step", [1, 3, 8, 17, 1 << 20])
+def test_mp4_boxes_are_followed_across_chunks(step: int) -> None:
+    from importlib import resources
+
+    from airflow_provider_vidgen.saving import _IsoBoxes
+
+    def whole(data: bytes) -> bool:
+        boxes = _IsoBoxes()
+        for start in range(0, len(data), step):
+            boxes.feed(data[start : start + step])
+        return boxes.complete()
+
+    video = resources.files("airflow_provider_vidgen.testing").joinpath("sample.mp4").read_bytes()
+    assert whole(video)
+    assert not whole(video[: len(video) // 2])
+    assert not whole(video[:-1])
+    assert not whole(video + b"x")
+    large = (
+        (16).to_bytes(4, "big") + b"ftypisom" + bytes(4) + (1).to_bytes(4, "big") + b"mdat" + (21).to_bytes(8, "big")
+    )
+    assert whole(large + b"abcde")  # a 64-bit box size
+    assert not whole(large + b"abcd")
+    to_the_end = (16).to_bytes(4, "big") + b"ftypisom" + bytes(4) + bytes(4) + b"mdat"
+    assert whole(to_the_end + b"x" * 50)  # size 0: the last box runs to the end of the file
 
 
 def test_existing_destination_is_overwritten_by_default(
@@ -168,6 +289,24 @@ def test_not_completed_or_failed_generations(emulator_conn: Emulator, context: d
         download(failed, tmp_path / "b.mp4").execute(context)
     assert leftovers(tmp_path) == []
     assert emulator_conn.requests_to("download") == []
+
+
+@pytest.mark.parametrize("video_url", [None, "", "  "])
+def test_completed_without_a_video_url_says_so(tmp_path: Path, video_url: str | None) -> None:
+    settings = ConnectionSettings(conn_id="c", base_url="https://api", api_key="k")
+
+    class Log:
+        def info(self, *a: Any) -> None: ...
+        def warning(self, *a: Any) -> None: ...
+
+    result = GenerationResult(id="g", status="completed", video_url=video_url)
+    with pytest.raises(VidgenError) as info:
+        VideoSaver(settings, Log()).save("g", lambda _: result, as_storage_path(tmp_path / "a.mp4"))
+    message = str(info.value)
+    assert "is completed, but the API's answer has no video_url" in message
+    assert "not completed" not in message
+    assert "Wait for it first" not in message  # waiting would not help
+    assert leftovers(tmp_path) == []
 
 
 def test_only_http_video_urls_are_fetched(tmp_path: Path) -> None:
@@ -409,6 +548,41 @@ def test_generic_type_is_saved_when_the_body_is_a_video(
     assert len(emulator_conn.requests_to("download")) == 1
 
 
+@pytest.mark.parametrize("content_type", ["application/mp4", "application/x-download", "application/force-download"])
+def test_a_video_under_another_type_is_saved(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, content_type: str
+) -> None:
+    # The bytes are a video (an MP4 ``ftyp`` box first), whatever the host calls them.
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(times=2, content_type=content_type))
+    manifest = download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert manifest["content_type"] == content_type
+    assert (tmp_path / "a.mp4").read_bytes() == emulator_conn.video_content()
+    assert len(emulator_conn.requests_to("download")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "content_type"),
+    [
+        ("Access Denied", "video/mp4"),
+        ("This link has expired.\n", "video/mp4; charset=utf-8"),
+        ("Lien expir\u00e9", "video/webm"),
+        ("Access Denied", "application/mp4"),
+    ],
+)
+def test_a_text_message_sent_as_a_video_is_never_saved(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, text: str, content_type: str
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenNotAVideoError
+
+    generation_id = finished(emulator_conn)
+    emulator_conn.add_fault(content(times=2, text=text, content_type=content_type))
+    with pytest.raises(VidgenNotAVideoError, match="the body is a text document") as info:
+        download(generation_id, tmp_path / "a.mp4").execute(context)
+    assert repr(" ".join(text.split())) in str(info.value)  # the words are quoted
+    assert leftovers(tmp_path) == []
+
+
 def test_quoted_bytes_are_bounded_and_secret_free(
     emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -530,6 +704,96 @@ def test_folder_that_appears_during_the_download_is_not_filled(emulator_conn: Em
     assert len(emulator_conn.requests_to("download")) == 1  # downloaded, then refused to move it into the folder
     assert leftovers(target) == []
     assert leftovers(tmp_path) == ["a.mp4"]  # the folder only: no temporary file left behind
+
+
+class _QuietLog:
+    def info(self, *a: Any) -> None: ...
+    def warning(self, *a: Any) -> None: ...
+
+
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize("if_exists", ["fail", "skip", "overwrite"])
+def test_an_object_that_appears_during_the_download_is_replaced_only_with_overwrite(
+    emulator_conn: Emulator, tmp_path: Path, if_exists: str, remote: bool
+) -> None:
+    import uuid
+
+    from airflow_provider_vidgen.saving import VidgenOutputExistsError
+
+    generation_id = finished(emulator_conn)
+    bucket = f"memory://bucket-{uuid.uuid4().hex}"
+    target = _memory_path(f"{bucket}/a.mp4") if remote else as_storage_path(tmp_path / "a.mp4")
+    hook = VidgenHook()
+
+    def result_then_another_writer(gid: str) -> GenerationResult:
+        result = hook.get_result(gid)
+        target.write_bytes(b"written by another run")  # after the destination was checked
+        return result
+
+    saver = VideoSaver(hook.settings, _QuietLog())
+    if if_exists == "fail":
+        with pytest.raises(VidgenOutputExistsError, match="appeared while the video") as info:
+            saver.save(generation_id, result_then_another_writer, target, if_exists)
+        assert isinstance(info.value, AirflowFailException)  # no retries
+        assert target.read_bytes() == b"written by another run"
+    elif if_exists == "skip":
+        manifest = saver.save(generation_id, result_then_another_writer, target, if_exists)
+        assert target.read_bytes() == b"written by another run"
+        assert manifest["skipped"] is True
+        assert manifest["bytes"] == len(b"written by another run")
+        assert manifest["sha256"] == hashlib.sha256(b"written by another run").hexdigest()
+    else:
+        manifest = saver.save(generation_id, result_then_another_writer, target, if_exists)
+        assert target.read_bytes() == emulator_conn.video_content()
+        assert "skipped" not in manifest
+    assert len(emulator_conn.requests_to("download")) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.mp4"]  # no temporary file left behind
+
+
+def test_download_operator_passes_if_exists_to_the_move(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenOutputExistsError
+
+    generation_id = finished(emulator_conn)
+    target = tmp_path / "a.mp4"
+    get_result = VidgenHook.get_result
+
+    def result_then_another_writer(self: VidgenHook, gid: str, **kwargs: Any) -> GenerationResult:
+        result = get_result(self, gid, **kwargs)
+        target.write_bytes(b"other")
+        return result
+
+    monkeypatch.setattr(VidgenHook, "get_result", result_then_another_writer)
+    with pytest.raises(VidgenOutputExistsError):
+        download(generation_id, target, if_exists="fail").execute(context)
+    assert target.read_bytes() == b"other"
+    assert leftovers(tmp_path) == ["a.mp4"]
+
+
+def test_output_path_that_appears_while_waiting_is_kept_with_fail(
+    emulator_conn: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenOutputExistsError
+    from tests.conftest import FakeTI
+
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
+    target = tmp_path / "star.mp4"
+    get_result = VidgenHook.get_result
+
+    def result_then_another_writer(self: VidgenHook, gid: str, **kwargs: Any) -> GenerationResult:
+        result = get_result(self, gid, **kwargs)
+        target.write_bytes(b"other")  # absent when the task started, there before the video is moved
+        return result
+
+    monkeypatch.setattr(VidgenHook, "get_result", result_then_another_writer)
+    ti = FakeTI()
+    with pytest.raises(VidgenOutputExistsError, match="appeared while the video"):
+        star(target, if_output_exists="fail").execute({"ti": ti})
+    assert target.read_bytes() == b"other"
+    assert "output" not in ti.xcom
+    assert ti.xcom["generation_id"]  # the paid generation is still named
+    assert leftovers(tmp_path) == ["star.mp4"]
 
 
 def _memory_path(uri: str) -> Any:

@@ -149,6 +149,21 @@ def _check_options(values: Mapping[str, Any], rules: OptionRules, templated: set
         raise VidgenValidationError("Invalid operator options: " + "; ".join(problems))
 
 
+def _check_one_file_per_mapped_task(values: Mapping[str, Any], name: str, templated: set[str]) -> None:
+    """Refuse a destination given to ``partial()`` as a plain value: every mapped task would write that one file.
+
+    :raises VidgenValidationError: ``name`` is set, not templated, in the arguments of ``partial()``.
+    """
+    value = values.get(name)
+    if value is None or name in templated:
+        return
+    raise VidgenValidationError(
+        f"Invalid operator options: {name}: the same file for every mapped task (got {_short(value)}): each "
+        f"task would save its video there, over the others' (each one billed). Give {name} to expand() "
+        f"or template it per task, e.g. with {{{{ ti.map_index }}}}"
+    )
+
+
 def _templated_names(values: Mapping[str, Any], template_fields: Collection[str]) -> set[str]:
     return {name for name in template_fields if name in values and _is_templated(values[name])}
 
@@ -230,7 +245,9 @@ class _VidgenCreateOperator(BaseOperator):
         """
         default_args = kwargs.get("default_args")
         values = {**(default_args if isinstance(default_args, dict) else {}), **kwargs}
-        _check_options(values, _CREATE_OPTION_RULES, _templated_names(values, cls.template_fields))
+        templated = _templated_names(values, cls.template_fields)
+        _check_options(values, _CREATE_OPTION_RULES, templated)
+        _check_one_file_per_mapped_task(values, "output_path", templated)
         params = {name: values[name] for name in cls.request_fields if name in values}
         unknown = (set(cls.request_fields) - set(params)) | _templated_names(params, cls.template_fields)
         cls.request_class.check_known(params, unknown)
@@ -437,7 +454,7 @@ class _VidgenCreateOperator(BaseOperator):
         if self.output_path:
             # On the worker (after a deferral too), never in the triggerer.
             manifest = VideoSaver(self.hook.settings, self.log).save(
-                result.id, self.hook.get_result, as_storage_path(self.output_path)
+                result.id, self.hook.get_result, as_storage_path(self.output_path), self.if_output_exists
             )
             context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
             record_asset_events(context, self.outlets, manifest)
@@ -633,7 +650,9 @@ class VideoDownloadOperator(BaseOperator):
         """``BaseOperator.partial``, with the options known at parse time checked now (a DAG import error)."""
         default_args = kwargs.get("default_args")
         values = {**(default_args if isinstance(default_args, dict) else {}), **kwargs}
-        _check_options(values, _DOWNLOAD_OPTION_RULES, _templated_names(values, cls.template_fields))
+        templated = _templated_names(values, cls.template_fields)
+        _check_options(values, _DOWNLOAD_OPTION_RULES, templated)
+        _check_one_file_per_mapped_task(values, "destination", templated)
         return super().partial(**kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -648,7 +667,9 @@ class VideoDownloadOperator(BaseOperator):
             return kept
         hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
         try:
-            manifest = VideoSaver(hook.settings, self.log).save(generation_id, hook.get_result, destination)
+            manifest = VideoSaver(hook.settings, self.log).save(
+                generation_id, hook.get_result, destination, self.if_exists
+            )
         finally:
             hook.close()
         record_asset_events(context, self.outlets, manifest)
