@@ -291,10 +291,19 @@ def parse_result(
     if not isinstance(payload, dict):
         raise VidgenMalformedResponseError(f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status)
     try:
-        return GenerationResult.model_validate(payload)
+        result = GenerationResult.model_validate(payload)
     except ValidationError as err:
         raise VidgenMalformedResponseError(
             f"{what}: answer does not have the documented fields ({err.error_count()} problems): "
             f"{excerpt(body, secret)}",
             status,
         ) from None
+    # The API's free texts reach exception messages, logs, trigger events and XCom: a failed
+    # generation's ``error`` (or an undocumented ``status``) that echoes the key is scrubbed here,
+    # once, for the hook, the trigger and the saver alike.
+    scrubbed = {
+        name: redact(value, secret)
+        for name in ("error", "status")
+        if isinstance(value := getattr(result, name), str) and redact(value, secret) != value
+    }
+    return result.model_copy(update=scrubbed) if scrubbed else result
