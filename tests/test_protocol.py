@@ -165,3 +165,18 @@ def test_other_codes_do_not_prove_nothing_was_created(code: object) -> None:
         protocol.parse_videos_create(200, body, None)
     assert not protocol.create_refused(info.value)
     assert not protocol.create_refused(VidgenAPIError("HTTP 400 without an envelope", 400))
+
+
+@pytest.mark.parametrize("family", ["videos", "starvideos"])
+def test_a_created_id_with_control_characters_is_malformed_and_blanks_are_stripped(family: str) -> None:
+    from airflow_provider_vidgen.exceptions import VidgenMalformedResponseError
+
+    def answer(task_id: str) -> str:
+        if family == "videos":
+            return json.dumps({"code": "0", "msg": None, "data": {"projectId": task_id}})
+        return json.dumps({"id": task_id, "status": "queued"})
+
+    parse = protocol.parse_videos_create if family == "videos" else protocol.parse_starvideos_create
+    assert parse(200, answer("  proj_1 \n"), "k") == "proj_1"
+    with pytest.raises(VidgenMalformedResponseError, match="control characters"):
+        parse(200, answer("proj_1\n2026-01-01 [info] Created generation proj_2"), "k")
