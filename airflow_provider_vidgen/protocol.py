@@ -234,10 +234,13 @@ def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str
 def _created_id(value: Any, what: str, body: str, status: int, secret: str | None) -> str:
     """The id of a create answer, checked before it is logged, recorded and pushed to XCom.
 
-    Surrounding blanks are stripped. An id with control characters (it would forge log lines) or
+    A number is taken as its text (as the result model reads ids), surrounding blanks are stripped,
+    so a billed task whose id is readable is never lost. An id with control characters (it would forge log lines) or
     one that contains the API key (it would put the key in XCom and the metadata database) is not
     used: the answer is malformed, so the create's outcome is unknown.
     """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise VidgenMalformedResponseError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
     value = value.strip()
@@ -268,7 +271,7 @@ def parse_videos_create(status: int, body: str, secret: str | None) -> str:
         raise _envelope_error(payload, what, status, secret)
     data = payload.get("data")
     project_id = data.get("projectId") if isinstance(data, dict) else None
-    if not isinstance(project_id, str) or not project_id.strip():
+    if project_id is None or project_id == "":
         raise VidgenMalformedResponseError(f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status)
     return _created_id(project_id, what, body, status, secret)
 
