@@ -157,7 +157,7 @@ def check_local_output_writable(output: Any) -> None:
     """Fail before the create when a local ``output_path`` cannot be written.
 
     The folder is created (as the saver would) and a probe file is written in it and removed, so a
-    folder on a read-only mount, under ``/proc``, or without permission fails here, before anything
+    folder on a read-only mount, on a pseudo-filesystem, or without permission fails here, before anything
     is billed, not after the generation was paid and waited for. Object stores are not probed (a write
     there costs a request and needs a delete permission); their errors come when the video is saved.
 
