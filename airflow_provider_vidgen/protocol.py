@@ -228,7 +228,31 @@ def _envelope_error(payload: dict[str, Any], what: str, status: int, secret: str
     msg = payload.get("msg") or "no reason given"
     code = payload.get("code")
     text = f"{what}: API error code {excerpt(repr(code), secret)}: {excerpt(str(msg), secret)}"
-    return VidgenAPIError(text, status, json_body=True, api_code=str(code))
+    return VidgenAPIError(text, status, json_body=True, api_code=redact(str(code), secret))
+
+
+def _created_id(value: Any, what: str, body: str, status: int, secret: str | None) -> str:
+    """The id of a create answer, checked before it is logged, recorded and pushed to XCom.
+
+    A number is taken as its text (as the result model reads ids), surrounding blanks are stripped,
+    so a billed task whose id is readable is never lost. An id with control characters (it would forge log lines) or
+    one that contains the API key (it would put the key in XCom and the metadata database) is not
+    used: the answer is malformed, so the create's outcome is unknown.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise VidgenMalformedResponseError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
+    value = value.strip()
+    if not value.isprintable():
+        raise VidgenMalformedResponseError(
+            f"{what}: the id in the answer contains control characters: {excerpt(body, secret)}", status
+        )
+    if secret and redact(value, secret) != value:
+        raise VidgenMalformedResponseError(
+            f"{what}: the id in the answer contains the API key, so it is not used: {excerpt(body, secret)}", status
+        )
+    return value
 
 
 def parse_videos_create(status: int, body: str, secret: str | None) -> str:
@@ -247,9 +271,9 @@ def parse_videos_create(status: int, body: str, secret: str | None) -> str:
         raise _envelope_error(payload, what, status, secret)
     data = payload.get("data")
     project_id = data.get("projectId") if isinstance(data, dict) else None
-    if not isinstance(project_id, str) or not project_id:
+    if project_id is None or project_id == "":
         raise VidgenMalformedResponseError(f"{what}: envelope has no data.projectId: {excerpt(body, secret)}", status)
-    return project_id
+    return _created_id(project_id, what, body, status, secret)
 
 
 def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
@@ -264,9 +288,7 @@ def parse_starvideos_create(status: int, body: str, secret: str | None) -> str:
     payload = _json(body)
     if isinstance(payload, dict) and "code" in payload and str(payload.get("code")) != "0":
         raise _envelope_error(payload, what, status, secret)
-    task_id = payload.get("id") if isinstance(payload, dict) else None
-    if not isinstance(task_id, str) or not task_id:
-        raise VidgenMalformedResponseError(f"{what}: answer has no id: {excerpt(body, secret)}", status)
+    task_id = _created_id(payload.get("id") if isinstance(payload, dict) else None, what, body, status, secret)
     assert isinstance(payload, dict)
     if payload.get("status") == "failed":
         api_error = GenerationResult(id=task_id, status="failed", error=payload.get("error")).error
@@ -291,10 +313,19 @@ def parse_result(
     if not isinstance(payload, dict):
         raise VidgenMalformedResponseError(f"{what}: answer is not a JSON object: {excerpt(body, secret)}", status)
     try:
-        return GenerationResult.model_validate(payload)
+        result = GenerationResult.model_validate(payload)
     except ValidationError as err:
         raise VidgenMalformedResponseError(
             f"{what}: answer does not have the documented fields ({err.error_count()} problems): "
             f"{excerpt(body, secret)}",
             status,
         ) from None
+    # The API's free texts reach exception messages, logs, trigger events and XCom: a failed
+    # generation's ``error`` (or an undocumented ``status``) that echoes the key is scrubbed here,
+    # once, for the hook, the trigger and the saver alike.
+    scrubbed = {
+        name: redact(value, secret)
+        for name in ("error", "status")
+        if isinstance(value := getattr(result, name), str) and redact(value, secret) != value
+    }
+    return result.model_copy(update=scrubbed) if scrubbed else result

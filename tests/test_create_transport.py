@@ -419,3 +419,29 @@ def test_an_unexpected_error_reading_a_create_answer_is_an_unknown_outcome(
     with pytest.raises(VidgenCreateOutcomeUnknownError, match=r"KeyError while reading the answer"):
         VidgenHook().create(VIDEOS)
     assert len(emulator_conn.generations) == 1
+
+
+def test_a_ca_bundle_that_does_not_exist_is_a_config_error_not_an_unknown_outcome(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # requests refuses the request before opening any connection: nothing can have been billed.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing-ca.pem"))
+    hook = hook_for(monkeypatch, f"https://127.0.0.1:{emulator_conn.port}")
+    with pytest.raises(VidgenConfigError, match="nothing was sent; check the CA bundle") as info:
+        hook.create(VIDEOS)
+    assert "outcome is unknown" not in str(info.value)
+    assert emulator_conn.requests == []
+
+
+def test_a_proxy_url_requests_cannot_parse_is_a_config_error_that_quotes_no_credentials(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://user:proxy-s3cret@[bad")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    hook = VidgenHook()
+    with pytest.raises(VidgenConfigError, match="nothing was sent") as info:
+        hook.create(VIDEOS)
+    assert "outcome is unknown" not in str(info.value)
+    assert "proxy-s3cret" not in str(info.value)
+    assert emulator_conn.requests == []

@@ -410,3 +410,23 @@ def test_what_proves_a_task_unknown(body: str, proves: bool) -> None:
     err = protocol.error_for_status(404, body, "GET /v1/result/proj_1", "secret-key")
     assert isinstance(err, VidgenNotFoundError)
     assert proves_task_not_found(err, "proj_1") is proves
+
+
+def test_a_create_the_transport_refused_to_send_clears_the_marker(
+    store: FakeStore, emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import json
+
+    from airflow_provider_vidgen.exceptions import VidgenConfigError
+
+    # An https Base URL with a CA bundle that does not exist: requests refuses before connecting.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT",
+        json.dumps({"conn_type": "vidgen", "host": f"https://127.0.0.1:{emulator_conn.port}", "password": "k-12345"}),
+    )
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(VidgenConfigError, match="nothing was sent"):
+        op(wait_for_completion=False).execute(new_try(store))
+    assert [kind for kind, _ in store.writes] == ["set", "delete"]
+    assert STATE_KEY not in store.data  # a later try (with the bundle fixed) may create
+    assert emulator_conn.requests == []

@@ -258,3 +258,30 @@ def test_download_generation_id_with_blanks_is_normalised(
     # The manifest of a destination kept as it is names the id without the blanks too.
     kept = download(generation_id=f"\t{generation_id} ", destination=str(tmp_path / "a.mp4"), if_exists="skip")
     assert kept.execute(context)["generation_id"] == generation_id
+
+
+def test_a_local_output_path_that_cannot_be_written_fails_before_the_create(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    from airflow_provider_vidgen.saving import VidgenDestinationError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")  # unwritable as a folder, even for root
+    op = VideosCreateOperator(
+        task_id="t", prompt="a cat", duration=5, output_path=str(blocker / "day" / "video.mp4"), poll_interval=0.1
+    )
+    with pytest.raises(VidgenDestinationError, match="nothing was created or billed") as info:
+        op.execute(context)
+    assert isinstance(info.value, AirflowFailException)  # a retry would fail the same way
+    assert emulator_conn.creates() == []
+
+
+def test_the_write_check_of_a_local_output_path_leaves_nothing_behind(
+    emulator_conn: Emulator, context: dict[str, Any], tmp_path: Path
+) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0.1))
+    target = tmp_path / "new" / "folder" / "video.mp4"
+    op = VideosCreateOperator(task_id="t", prompt="a cat", duration=5, output_path=str(target), poll_interval=0.1)
+    op.execute(context)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["video.mp4"]
+    assert len(emulator_conn.creates()) == 1

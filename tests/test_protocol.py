@@ -14,6 +14,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenAPIError,
     VidgenAuthError,
     VidgenGenerationFailedError,
+    VidgenMalformedResponseError,
     VidgenNotFoundError,
     VidgenRequestRejectedError,
     VidgenTransientError,
@@ -165,3 +166,25 @@ def test_other_codes_do_not_prove_nothing_was_created(code: object) -> None:
         protocol.parse_videos_create(200, body, None)
     assert not protocol.create_refused(info.value)
     assert not protocol.create_refused(VidgenAPIError("HTTP 400 without an envelope", 400))
+
+
+@pytest.mark.parametrize("family", ["videos", "starvideos"])
+def test_a_created_id_with_control_characters_is_malformed_and_blanks_are_stripped(family: str) -> None:
+    def answer(task_id: str) -> str:
+        if family == "videos":
+            return json.dumps({"code": "0", "msg": None, "data": {"projectId": task_id}})
+        return json.dumps({"id": task_id, "status": "queued"})
+
+    parse = protocol.parse_videos_create if family == "videos" else protocol.parse_starvideos_create
+    assert parse(200, answer("  proj_1 \n"), "k") == "proj_1"
+    with pytest.raises(VidgenMalformedResponseError, match="control characters"):
+        parse(200, answer("proj_1\n2026-01-01 [info] Created generation proj_2"), "k")
+
+
+def test_a_created_id_sent_as_a_number_is_kept_as_text() -> None:
+    # The result model reads numeric ids as text; a create answered so is billed, its id must not be lost.
+    videos = json.dumps({"code": "0", "msg": None, "data": {"projectId": 1234567890}})
+    assert protocol.parse_videos_create(200, videos, "k") == "1234567890"
+    assert protocol.parse_starvideos_create(200, json.dumps({"id": 42, "status": "queued"}), "k") == "42"
+    with pytest.raises(VidgenMalformedResponseError):
+        protocol.parse_starvideos_create(200, json.dumps({"id": True, "status": "queued"}), "k")

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_provider_vidgen import _compat, protocol
-from airflow_provider_vidgen.exceptions import VidgenAPIError, VidgenTransientError
+from airflow_provider_vidgen.exceptions import VidgenAPIError, VidgenMalformedResponseError, VidgenTransientError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from tests.test_create_transport import ScriptedServer
 
@@ -153,3 +153,80 @@ def test_the_key_is_registered_with_the_masker_by_the_hook_and_by_the_trigger(
     settings = asyncio.run(resolve_settings("vidgen_default"))
     assert settings.api_key == KEY
     assert masked == [KEY]
+
+
+@pytest.mark.parametrize("form", list(escaped_forms(KEY)))
+def test_a_failed_generations_error_echoing_the_key_is_scrubbed(form: str) -> None:
+    body = json.dumps({"id": "proj_1", "status": "failed", "error": f"upstream refused key {escaped_forms(KEY)[form]}"})
+    result = protocol.parse_result(200, body, "proj_1", KEY)
+    assert result.is_failed
+    assert result.error == "upstream refused key ***"
+
+
+def test_a_failed_wait_never_quotes_the_key_the_api_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_vidgen.exceptions import VidgenGenerationFailedError
+    from airflow_provider_vidgen.models import VideosRequest
+    from airflow_provider_vidgen.testing.emulator import Emulator, Timeline
+    from airflow_provider_vidgen.waiting import wait_for_generation
+
+    error = "rejected by upstream: key " + escaped_forms(KEY)["json slash"] + " / " + KEY
+    with Emulator(api_key=KEY, timeline=Timeline(queued_for=0, processing_for=0, outcome="failed", error=error)) as emu:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VIDGEN_DEFAULT",
+            json.dumps({"conn_type": "vidgen", "host": emu.base_url, "password": KEY}),
+        )
+        hook = VidgenHook()
+        try:
+            generation_id = hook.create(VideosRequest.build(model="videos", prompt="a cat", duration=5))
+            result = hook.get_result(generation_id)
+            with pytest.raises(VidgenGenerationFailedError) as info:
+                wait_for_generation(
+                    hook.get_result, generation_id, poll_interval=0.1, timeout=10, max_consecutive_failures=3
+                )
+        finally:
+            hook.close()
+    assert leaks(json.dumps(result.to_xcom())) == []
+    assert leaks(str(info.value)) == []
+    assert leaks(str(info.value.api_error)) == []
+    assert "rejected by upstream: key *** / ***" in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["videos", "starvideos"])
+@pytest.mark.parametrize("form", ["plain", "json \\u of one char", "url-encoded"])
+def test_a_create_answer_whose_id_echoes_the_key_is_not_used(family: str, form: str) -> None:
+    echoed = f"task-{escaped_forms(KEY)[form]}"
+    if family == "videos":
+        body = '{"code": "0", "msg": null, "data": {"projectId": "' + echoed + '"}}'
+        parse = protocol.parse_videos_create
+    else:
+        body = '{"id": "' + echoed + '", "status": "queued"}'
+        parse = protocol.parse_starvideos_create
+    with pytest.raises(VidgenMalformedResponseError, match="contains the API key") as info:
+        parse(200, body, KEY)
+    assert leaks(str(info.value)) == []
+
+
+def test_a_create_whose_id_echoes_the_key_pushes_no_key_to_xcom(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_vidgen.exceptions import VidgenCreateOutcomeUnknownError
+    from airflow_provider_vidgen.operators.vidgen import VideosCreateOperator
+    from airflow_provider_vidgen.testing.emulator import Emulator, Fault
+    from tests.conftest import FakeTI
+
+    answer = json.dumps({"code": "0", "msg": None, "data": {"projectId": f"proj_{KEY}"}})
+    with Emulator(api_key=KEY) as emu:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VIDGEN_DEFAULT", json.dumps({"conn_type": "vidgen", "host": emu.base_url, "password": KEY})
+        )
+        emu.add_fault(Fault(kind="status", status=200, endpoint="videos_create", text=answer))
+        ti = FakeTI()
+        with pytest.raises(VidgenCreateOutcomeUnknownError) as info:
+            VideosCreateOperator(task_id="t", prompt="a cat", duration=5).execute({"ti": ti})
+    assert leaks(json.dumps(ti.xcom)) == []
+    assert leaks(str(info.value)) == []
+
+
+def test_an_envelope_code_echoing_the_key_is_scrubbed_on_the_error() -> None:
+    with pytest.raises(VidgenAPIError) as info:
+        protocol.parse_videos_create(200, json.dumps({"code": KEY, "msg": "no"}), KEY)
+    assert info.value.api_code == "***"
+    assert leaks(str(info.value)) == []

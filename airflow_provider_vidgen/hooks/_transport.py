@@ -36,6 +36,9 @@ class SendRecord:
     :param reused: The request went out on a kept-alive connection from the pool.
     :param bytes_sent: The first byte of the request was handed to the socket: from then on the
         server may have received (and acted on) the request.
+    :param refused: The transport refused the request before choosing or opening any connection,
+        naming the step: ``"connection"`` (a proxy or URL it cannot parse, a proxy scheme it cannot
+        use) or ``"cert_verify"`` (a CA bundle or client certificate it cannot find). Nothing was sent.
     """
 
     dispatched: bool = False
@@ -44,6 +47,7 @@ class SendRecord:
     connected: bool = False
     reused: bool = False
     bytes_sent: bool = False
+    refused: str | None = None
 
 
 _local = threading.local()
@@ -128,6 +132,18 @@ _POOL_CLASSES: dict[str, type[urllib3.HTTPConnectionPool]] = {
 }
 
 
+@contextmanager
+def _refusing(step: str) -> Iterator[None]:
+    """Note in the thread's :class:`SendRecord` that ``step`` refused the request, if it raises."""
+    try:
+        yield
+    except BaseException:
+        record = _current()
+        if record is not None and not (record.connecting or record.bytes_sent):
+            record.refused = step
+        raise
+
+
 class RecordingAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections fill the thread's :class:`SendRecord`."""
 
@@ -140,6 +156,17 @@ class RecordingAdapter(HTTPAdapter):
         if record is not None:
             record.dispatched = True
         return super().send(request, *args, **kwargs)
+
+    # The steps of ``HTTPAdapter.send`` before any connection is used: an error raised by one of them
+    # proves that nothing was sent (a broken proxy URL, a CA bundle path that does not exist).
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _refusing("connection"):
+            return super().get_connection_with_tls_context(*args, **kwargs)
+
+    def cert_verify(self, *args: Any, **kwargs: Any) -> None:
+        with _refusing("cert_verify"):
+            super().cert_verify(*args, **kwargs)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)

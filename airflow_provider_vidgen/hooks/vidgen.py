@@ -375,6 +375,17 @@ class VidgenHook(BaseHook):
         """
         settings = self.settings
         reason = f"{what}: {type(exc).__name__}: {protocol.redact(str(exc), settings.api_key)}"
+        if record.refused == "cert_verify":
+            # requests found no usable CA bundle or client certificate (e.g. REQUESTS_CA_BUNDLE names a
+            # missing file): nothing was sent, and every retry would fail the same way.
+            return VidgenConfigError(f"{reason} - nothing was sent; check the CA bundle / certificate settings")
+        if record.refused is not None:
+            # A proxy URL (HTTPS_PROXY...) or URL requests cannot use: nothing was sent. Its text may
+            # quote a proxy's credentials, so only the class is named.
+            return VidgenConfigError(
+                f"{what}: the request could not be sent ({type(exc).__name__}: the proxy or URL settings are "
+                f"invalid) - nothing was sent; check the connection's Base URL and the proxy environment variables"
+            )
         before_sending = not record.dispatched or (
             record.instrumented and not record.connecting and not record.bytes_sent
         )

@@ -33,6 +33,7 @@ from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, 
 from airflow_provider_vidgen.saving import (
     IF_EXISTS,
     VideoSaver,
+    VidgenDestinationError,
     as_storage_path,
     keep_existing,
     record_asset_events,
@@ -168,6 +169,33 @@ def _templated_names(values: Mapping[str, Any], template_fields: Collection[str]
     return {name for name in template_fields if name in values and _is_templated(values[name])}
 
 
+def check_local_output_writable(output: Any) -> None:
+    """Fail before the create when a local ``output_path`` cannot be written.
+
+    The folder is created (as the saver would) and a probe file is written in it and removed, so a
+    folder on a read-only mount, on a pseudo-filesystem, or without permission fails here, before anything
+    is billed, not after the generation was paid and waited for. Object stores are not probed (a write
+    there costs a request and needs a delete permission); their errors come when the video is saved.
+
+    :raises VidgenDestinationError: the folder cannot be created or written (nothing was created).
+    """
+    import tempfile
+    from pathlib import Path
+
+    if getattr(output, "protocol", None) not in ("file", "local"):
+        return
+    folder = Path(output.path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vidgen-write-check-"):
+            pass
+    except OSError as err:
+        raise VidgenDestinationError(
+            f"output_path {output}: cannot write in {folder} ({type(err).__name__}: {err.strerror or err}); "
+            f"nothing was created or billed"
+        ) from None
+
+
 #: Whether the "no task_state_store" warning was logged in this process (it is logged once).
 _warned_no_state_store = False
 
@@ -289,6 +317,8 @@ class _VidgenCreateOperator(BaseOperator):
         request = self.build_request()
         output = as_storage_path(self.output_path) if self.output_path else None
         kept = keep_existing(output, self.if_output_exists, "if_output_exists") if output is not None else None
+        if output is not None and kept is None:
+            check_local_output_writable(output)
         if kept is not None:
             self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
             context["ti"].xcom_push(key=XCOM_OUTPUT, value=kept)
