@@ -443,11 +443,12 @@ def render_text(plan: Plan) -> str:
         [(task_id, family, model, *_counts(row)) for (task_id, family, model), row in plan.by_task.items()],
     )
     lines.append("")
-    model_rows: list[Sequence[Any]] = [
-        (family, model, *_counts(row)) for (family, model), row in plan.by_model.items()
-    ]
+    model_rows: list[Sequence[Any]] = [(family, model, *_counts(row)) for (family, model), row in plan.by_model.items()]
     lines += _table(("family", "model", *COLUMNS), [*model_rows, ("total", "", *_counts(plan.total))])
-    for outcome, title in (("invalid", "Invalid (the task would fail, nothing billed)"), ("unknown", "Unknown until run time")):
+    for outcome, title in (
+        ("invalid", "Invalid (the task would fail, nothing billed)"),
+        ("unknown", "Unknown until run time"),
+    ):
         chosen = [item for item in plan.items if item.outcome == outcome]
         if chosen:
             lines += ["", f"{title}:"]
