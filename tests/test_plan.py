@@ -17,7 +17,6 @@ import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from airflow_provider_vidgen.testing import Emulator
-
 from tests.conftest import AIRFLOW, conn_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +98,8 @@ def test_backfill_plan_counts_creates_skips_invalid_and_unknown(plan: Any, tmp_p
     assert daily["2026-01-02"]["outcome"] == "skip"
     assert daily["2026-01-01"]["output"].endswith("/2026-01-01/daily.mp4")  # the rendered output_path
     assert daily["2026-01-03"]["outcome"] == "invalid"
-    assert "duration" in daily["2026-01-03"]["detail"] and "20" in daily["2026-01-03"]["detail"]
+    assert "duration" in daily["2026-01-03"]["detail"]
+    assert "20" in daily["2026-01-03"]["detail"]
     variants = [
         item for item in doc["items"] if item["task_id"] == "variants" and item["logical_date"][:10] == "2026-01-01"
     ]

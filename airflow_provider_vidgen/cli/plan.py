@@ -139,7 +139,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _serialized(dag: Any) -> Any:
-    from airflow.serialization.serialized_objects import DagSerialization
+    # Airflow 3.x APIs (this module is never imported on Airflow 2): hence the ignores for its type check
+    from airflow.serialization.serialized_objects import DagSerialization  # type: ignore[attr-defined,unused-ignore]
 
     return DagSerialization.from_dict(DagSerialization.to_dict(dag))
 
@@ -160,7 +161,7 @@ def runs_between(dag: Any, start: datetime, end: datetime) -> list[PlannedRun]:
         interval = info.data_interval
         runs.append(
             PlannedRun(
-                run_id=DagRun.generate_run_id(
+                run_id=DagRun.generate_run_id(  # type: ignore[call-arg,unused-ignore]
                     run_type=DagRunType.BACKFILL_JOB, logical_date=info.logical_date, run_after=info.run_after
                 ),
                 logical_date=info.logical_date,
@@ -175,7 +176,9 @@ def runs_between(dag: Any, start: datetime, end: datetime) -> list[PlannedRun]:
 
 def run_for(dag: Any, value: str) -> PlannedRun:
     """One run: an existing run (by run id or logical date, read only), else what ``tasks render`` makes of it."""
-    from airflow.cli.utils import fetch_dag_run_from_run_id_or_logical_date_string
+    from airflow.cli.utils import (  # type: ignore[attr-defined,unused-ignore]
+        fetch_dag_run_from_run_id_or_logical_date_string,
+    )
     from airflow.sdk import timezone
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunType
@@ -212,9 +215,9 @@ def run_for(dag: Any, value: str) -> PlannedRun:
 
 def _context(task: Any, run: PlannedRun, map_index: int) -> Any:
     """The task runner's template context for ``task`` in ``run`` (built in memory, nothing is stored)."""
-    from airflow.sdk.api.datamodels._generated import DagRun, TIRunContext
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
     from airflow.sdk import timezone
+    from airflow.sdk.api.datamodels._generated import DagRun, DagRunState, DagRunType, TIRunContext
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     dag_run = DagRun(
         dag_id=task.dag_id,
@@ -225,8 +228,8 @@ def _context(task: Any, run: PlannedRun, map_index: int) -> Any:
         run_after=run.run_after,
         start_date=timezone.utcnow(),
         end_date=None,
-        run_type=run.run_type,
-        state="running",
+        run_type=DagRunType(run.run_type),
+        state=DagRunState.RUNNING,
         conf=run.conf,
         consumed_asset_events=[],
         partition_key=None,
@@ -418,7 +421,10 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
     numeric = [all(row[i].isdigit() for row in cells[1:]) and bool(cells[1:]) for i in range(len(header))]
     lines = []
     for row in cells:
-        parts = [cell.rjust(width) if num else cell.ljust(width) for cell, width, num in zip(row, widths, numeric)]
+        parts = [
+            cell.rjust(width) if num else cell.ljust(width)
+            for cell, width, num in zip(row, widths, numeric, strict=True)
+        ]
         lines.append("  ".join(parts).rstrip())
     return lines
 
