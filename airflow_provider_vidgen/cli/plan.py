@@ -65,6 +65,7 @@ class Item:
     seconds: int | None = None
     output: str | None = None
     detail: str = ""
+    request: dict[str, Any] | None = None  # the rendered request body a create would send
 
 
 @dataclass
@@ -345,6 +346,7 @@ def _plan_instance(task: Any, run: PlannedRun, map_index: int) -> Item:
         item.detail = f"rendering failed: {_describe(error)}"
         return item
     item.model = request.model
+    item.request = request.to_wire()
     item.seconds = (
         request.duration
         if isinstance(request, VideosRequest)
