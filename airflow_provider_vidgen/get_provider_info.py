@@ -31,6 +31,8 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.sensors.vidgen"]}],
         "triggers": [{"integration-name": "Vidgen", "python-modules": ["airflow_provider_vidgen.triggers.vidgen"]}],
         "extra-links": ["airflow_provider_vidgen.links.VideoLink"],
+        # `airflow vidgen plan` (Airflow 3.x reads this key; Airflow 2 ignores it)
+        "cli": ["airflow_provider_vidgen.cli.get_cli_commands"],
         "connection-types": [
             {
                 "connection-type": "vidgen",
