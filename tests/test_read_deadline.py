@@ -136,3 +136,32 @@ def test_sensor_poke_passes_its_timeout_as_the_reads_deadline(emulator_conn: Emu
     assert before < deadline <= after + 3
     assert slept == []  # Retry-After 600 with at most 3 s left: no sleep
     assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_operator_check_before_deferring_keeps_inside_the_timeout(
+    emulator_conn: Emulator, context: dict[str, Any]
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_vidgen.operators.vidgen import VideosCreateOperator
+
+    operator = VideosCreateOperator(
+        task_id="create",
+        model="videos",
+        prompt="a cat",
+        duration=5,
+        wait_for_completion=True,
+        deferrable=True,
+        timeout=3,
+        poll_interval=1,
+    )
+    slept: list[float] = []
+    operator.hook._sleep = slept.append
+    emulator_conn.add_fault(Fault(kind="status", status=503, retry_after="600", endpoint="result", times=100))
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    assert deferred.value.trigger.end_time <= time.time() + 3  # the trigger gets what is left, not 3 s more
+    assert deferred.value.trigger.end_time > before
+    assert slept == []  # Retry-After 600 with at most 3 s of timeout: the check gives up and defers at once
+    assert len(emulator_conn.requests_to("result")) == 1
