@@ -165,3 +165,42 @@ def test_operator_check_before_deferring_keeps_inside_the_timeout(
     assert deferred.value.trigger.end_time > before
     assert slept == []  # Retry-After 600 with at most 3 s of timeout: the check gives up and defers at once
     assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_rescheduled_poke_counts_the_timeout_from_the_first_poke(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In reschedule mode without a task_state_store (Airflow < 3.3), a late poke's read keeps inside
+    what is left of the sensor's timeout, which Airflow counts from the first poke, not from this one."""
+    import datetime
+
+    from airflow.exceptions import AirflowRescheduleException
+
+    from tests.conftest import FakeTI
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT",
+        conn_json(emulator_conn, max_retries=8, retry_base_delay=4, retry_max_delay=60),
+    )
+    first_poke = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=55)
+    ti: Any = FakeTI()
+    ti.try_number, ti.max_tries, ti.dag_id, ti.run_id = 1, 0, "dag", "run"
+    ti.get_first_reschedule_date = lambda _context: first_poke  # Airflow 3
+    try:
+        import airflow.sensors.base as airflow2_sensor  # Airflow 2: read from the database
+
+        monkeypatch.setattr(airflow2_sensor, "_orig_start_date", lambda **_: first_poke, raising=False)
+    except ImportError:
+        pass
+    sensor = VideoGenerationSensor(
+        task_id="wait", generation_id="proj_1", mode="reschedule", timeout=60, poke_interval=1
+    )
+    clock = FakeClock()
+    clock.now = time.monotonic()  # the sensor's deadline is a monotonic time; the hook's sleeps move this clock
+    sensor.hook._clock = clock
+    sensor.hook._sleep = clock.sleep
+    emulator_conn.add_fault(Fault(kind="status", status=503, endpoint="result", times=100))
+    with pytest.raises(AirflowRescheduleException):
+        sensor.execute({"ti": ti})
+    # 5 s of the 60 s were left: backoff (2-4 s, then 4-8 s, ...) stops before it would pass them.
+    assert sum(seconds for seconds, _ in clock.sleeps) < 5
