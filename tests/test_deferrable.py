@@ -143,8 +143,20 @@ def test_auth_error_replayed_as_the_same_class(context: dict[str, Any], emulator
         {"status": "succeeded", "generation_id": "ID"},
         {"status": "completed", "generation_id": "someone-else"},
         {"status": "completed", "generation_id": "ID", "result": {"id": "ID", "status": "processing"}},
+        {"status": "completed", "generation_id": "ID", "result": "completed"},
+        {"status": "completed", "generation_id": "ID", "result": {"status": "completed"}},
+        {"status": "failed", "generation_id": "ID", "result": ["policy"]},
     ],
-    ids=["none", "string", "unknown-status", "other-id", "not-completed"],
+    ids=[
+        "none",
+        "string",
+        "unknown-status",
+        "other-id",
+        "not-completed",
+        "result-not-a-dict",
+        "result-no-id",
+        "failed-result-not-a-dict",
+    ],
 )
 def test_execute_complete_rejects_unexpected_events(context: dict[str, Any], event: Any) -> None:
     context["ti"].xcom["generation_id"] = "ID"
