@@ -13,7 +13,7 @@ from airflow_provider_vidgen.exceptions import VidgenTransientError, VidgenWaitT
 from airflow_provider_vidgen.hooks.vidgen import MIN_REQUEST_TIMEOUT, VidgenHook
 from airflow_provider_vidgen.models import VideosRequest
 from airflow_provider_vidgen.sensors.vidgen import VideoGenerationSensor
-from airflow_provider_vidgen.testing import Emulator, Fault
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
 from airflow_provider_vidgen.waiting import wait_for_generation
 from tests.conftest import conn_json
 
@@ -204,3 +204,21 @@ def test_rescheduled_poke_counts_the_timeout_from_the_first_poke(
         sensor.execute({"ti": ti})
     # 5 s of the 60 s were left: backoff (2-4 s, then 4-8 s, ...) stops before it would pass them.
     assert sum(seconds for seconds, _ in clock.sleeps) < 5
+
+
+def test_deferrable_sensor_gives_the_trigger_what_is_left_of_its_timeout(
+    emulator_conn: Emulator, context: dict[str, Any]
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    hook = VidgenHook()
+    emulator_conn.queue_timeline(Timeline(queued_for=3600))
+    generation_id = hook.create(VIDEOS)
+    emulator_conn.add_fault(Fault(kind="delay", delay=1.5, endpoint="result", times=1))  # a slow first check
+    sensor = VideoGenerationSensor(
+        task_id="wait", generation_id=generation_id, deferrable=True, timeout=30, poke_interval=1
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context)
+    # The deadline is the wait's: 30 s from its start, the check's 1.5 s included (not 30 s after it).
+    assert deferred.value.trigger.end_time == pytest.approx(sensor.tracker.started_at + 30, abs=0.5)

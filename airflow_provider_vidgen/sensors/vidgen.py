@@ -283,11 +283,13 @@ class VideoGenerationSensor(BaseSensorOperator):
             return done.xcom_value
         from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
+        # The check was part of the wait: the trigger gets what is left of the timeout, not all of it again.
+        left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
         trigger = VideoGenerationTrigger.continuing(
             self.tracker,
             vidgen_conn_id=self.vidgen_conn_id,
             poll_interval=float(self.poke_interval),
-            timeout=float(self.timeout),
+            timeout=max(0.0, left),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
