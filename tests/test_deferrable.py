@@ -79,7 +79,9 @@ def test_operator_pushes_id_then_defers_with_absolute_deadline(
 
 def test_operator_resumes_with_the_same_xcoms(context: dict[str, Any], emulator_conn: Emulator) -> None:
     emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1, actual_duration=7))
-    op = StarVideosCreateOperator(task_id="task", prompt="p", wait_for_completion=True, deferrable=True)
+    op = StarVideosCreateOperator(
+        task_id="task", prompt="p", wait_for_completion=True, deferrable=True, poll_interval=0.05
+    )
     with pytest.raises(TaskDeferred) as info:
         op.execute(context)
     event = run_trigger(deferred_trigger(info))
