@@ -188,9 +188,9 @@ def test_shared_client_reused_across_triggers(emulator_conn: Emulator, monkeypat
 
     original = async_client.ResultReader.read
 
-    async def spy(self, session):  # type: ignore[no-untyped-def]
+    async def spy(self, session, *args):  # type: ignore[no-untyped-def]
         sessions.add(id(session))
-        return await original(self, session)
+        return await original(self, session, *args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(async_client.ResultReader, "read", spy)
