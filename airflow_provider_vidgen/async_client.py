@@ -13,6 +13,7 @@ them, and failures raise the same exception classes.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,8 @@ from airflow_provider_vidgen.models import GenerationResult
 #: Most connections the shared pool opens to one host; further requests wait for a free one.
 POOL_SIZE = 100
 KEEPALIVE_SECONDS = 60.0
+#: Shortest connect / read timeout of a request clipped to a wait's deadline (as ``VidgenHook``'s).
+MIN_REQUEST_TIMEOUT = 1.0
 
 
 @dataclass
@@ -88,16 +91,32 @@ class ResultReader:
             total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout
         )
 
-    async def read(self, session: aiohttp.ClientSession) -> GenerationResult:
+    def _timeout_until(self, end_time: float | None) -> aiohttp.ClientTimeout:
+        """The socket timeouts, clipped to the time left before ``end_time`` (at least
+        :data:`MIN_REQUEST_TIMEOUT`), so one slow read does not run past the wait's deadline."""
+        if end_time is None:
+            return self.timeout
+        left = max(MIN_REQUEST_TIMEOUT, end_time - time.time())
+        if left >= self.settings.timeout and left >= self.settings.connect_timeout:
+            return self.timeout
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=None,
+            sock_connect=min(self.settings.connect_timeout, left),
+            sock_read=min(self.settings.timeout, left),
+        )
+
+    async def read(self, session: aiohttp.ClientSession, end_time: float | None = None) -> GenerationResult:
         """One read of the result endpoint (no retry: the caller's wait decides what comes next).
 
         :param session: The shared session.
+        :param end_time: The wait's deadline (unix seconds): the socket timeouts are clipped to it.
         :raises VidgenError: the same classes as ``VidgenHook.get_result``.
         """
         secret = self.settings.api_key
         try:
             async with session.get(
-                self.url, headers=self.headers, timeout=self.timeout, allow_redirects=False
+                self.url, headers=self.headers, timeout=self._timeout_until(end_time), allow_redirects=False
             ) as response:
                 raw = await response.read()
                 status = response.status

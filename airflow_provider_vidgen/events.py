@@ -95,8 +95,16 @@ def result_from_event(
             f"Trigger event is for generation {event.get('generation_id')!r}, but this task waits on {generation_id!r}"
         )
     status = event["status"]
+    reported_result = event.get("result")
+    if reported_result is not None and not isinstance(reported_result, dict):
+        raise VidgenError(f"Trigger event for generation {generation_id} has a malformed result: {str(event)[:300]}")
     if status == "completed":
-        reported = GenerationResult.model_validate(event.get("result") or {})
+        try:
+            reported = GenerationResult.model_validate(reported_result or {})
+        except ValueError:  # pydantic's ValidationError: the same error as any other malformed event
+            raise VidgenError(
+                f"Trigger reported completion of {generation_id} without a completed result: {str(event)[:300]}"
+            ) from None
         if not reported.is_completed or reported.id != generation_id:
             raise VidgenError(f"Trigger reported completion of {generation_id} without a completed result: {event}")
         result = read_result(generation_id)
@@ -107,7 +115,7 @@ def result_from_event(
             )
         return result
     if status == "failed":
-        api_error = (event.get("result") or {}).get("error")
+        api_error = (reported_result or {}).get("error")
         raise VidgenGenerationFailedError(generation_id, api_error)
     if status == "timeout":
         raise timeout_error(generation_id, timeout, event.get("last_status"))

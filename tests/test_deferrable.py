@@ -79,7 +79,9 @@ def test_operator_pushes_id_then_defers_with_absolute_deadline(
 
 def test_operator_resumes_with_the_same_xcoms(context: dict[str, Any], emulator_conn: Emulator) -> None:
     emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1, actual_duration=7))
-    op = StarVideosCreateOperator(task_id="task", prompt="p", wait_for_completion=True, deferrable=True)
+    op = StarVideosCreateOperator(
+        task_id="task", prompt="p", wait_for_completion=True, deferrable=True, poll_interval=0.05
+    )
     with pytest.raises(TaskDeferred) as info:
         op.execute(context)
     event = run_trigger(deferred_trigger(info))
@@ -143,8 +145,20 @@ def test_auth_error_replayed_as_the_same_class(context: dict[str, Any], emulator
         {"status": "succeeded", "generation_id": "ID"},
         {"status": "completed", "generation_id": "someone-else"},
         {"status": "completed", "generation_id": "ID", "result": {"id": "ID", "status": "processing"}},
+        {"status": "completed", "generation_id": "ID", "result": "completed"},
+        {"status": "completed", "generation_id": "ID", "result": {"status": "completed"}},
+        {"status": "failed", "generation_id": "ID", "result": ["policy"]},
     ],
-    ids=["none", "string", "unknown-status", "other-id", "not-completed"],
+    ids=[
+        "none",
+        "string",
+        "unknown-status",
+        "other-id",
+        "not-completed",
+        "result-not-a-dict",
+        "result-no-id",
+        "failed-result-not-a-dict",
+    ],
 )
 def test_execute_complete_rejects_unexpected_events(context: dict[str, Any], event: Any) -> None:
     context["ti"].xcom["generation_id"] = "ID"

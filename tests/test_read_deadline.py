@@ -13,7 +13,7 @@ from airflow_provider_vidgen.exceptions import VidgenTransientError, VidgenWaitT
 from airflow_provider_vidgen.hooks.vidgen import MIN_REQUEST_TIMEOUT, VidgenHook
 from airflow_provider_vidgen.models import VideosRequest
 from airflow_provider_vidgen.sensors.vidgen import VideoGenerationSensor
-from airflow_provider_vidgen.testing import Emulator, Fault
+from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
 from airflow_provider_vidgen.waiting import wait_for_generation
 from tests.conftest import conn_json
 
@@ -136,3 +136,89 @@ def test_sensor_poke_passes_its_timeout_as_the_reads_deadline(emulator_conn: Emu
     assert before < deadline <= after + 3
     assert slept == []  # Retry-After 600 with at most 3 s left: no sleep
     assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_operator_check_before_deferring_keeps_inside_the_timeout(
+    emulator_conn: Emulator, context: dict[str, Any]
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_vidgen.operators.vidgen import VideosCreateOperator
+
+    operator = VideosCreateOperator(
+        task_id="create",
+        model="videos",
+        prompt="a cat",
+        duration=5,
+        wait_for_completion=True,
+        deferrable=True,
+        timeout=3,
+        poll_interval=1,
+    )
+    slept: list[float] = []
+    operator.hook._sleep = slept.append
+    emulator_conn.add_fault(Fault(kind="status", status=503, retry_after="600", endpoint="result", times=100))
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    assert deferred.value.trigger.end_time <= time.time() + 3  # the trigger gets what is left, not 3 s more
+    assert deferred.value.trigger.end_time > before
+    assert slept == []  # Retry-After 600 with at most 3 s of timeout: the check gives up and defers at once
+    assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_rescheduled_poke_counts_the_timeout_from_the_first_poke(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In reschedule mode without a task_state_store (Airflow < 3.3), a late poke's read keeps inside
+    what is left of the sensor's timeout, which Airflow counts from the first poke, not from this one."""
+    import datetime
+
+    from airflow.exceptions import AirflowRescheduleException
+
+    from tests.conftest import FakeTI
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDGEN_DEFAULT",
+        conn_json(emulator_conn, max_retries=8, retry_base_delay=4, retry_max_delay=60),
+    )
+    first_poke = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=55)
+    ti: Any = FakeTI()
+    ti.try_number, ti.max_tries, ti.dag_id, ti.run_id = 1, 0, "dag", "run"
+    ti.get_first_reschedule_date = lambda _context: first_poke  # Airflow 3
+    try:
+        import airflow.sensors.base as airflow2_sensor  # Airflow 2: read from the database
+
+        monkeypatch.setattr(airflow2_sensor, "_orig_start_date", lambda **_: first_poke, raising=False)
+    except ImportError:
+        pass
+    sensor = VideoGenerationSensor(
+        task_id="wait", generation_id="proj_1", mode="reschedule", timeout=60, poke_interval=1
+    )
+    clock = FakeClock()
+    clock.now = time.monotonic()  # the sensor's deadline is a monotonic time; the hook's sleeps move this clock
+    sensor.hook._clock = clock
+    sensor.hook._sleep = clock.sleep
+    emulator_conn.add_fault(Fault(kind="status", status=503, endpoint="result", times=100))
+    with pytest.raises(AirflowRescheduleException):
+        sensor.execute({"ti": ti})
+    # 5 s of the 60 s were left: backoff (2-4 s, then 4-8 s, ...) stops before it would pass them.
+    assert sum(seconds for seconds, _ in clock.sleeps) < 5
+
+
+def test_deferrable_sensor_gives_the_trigger_what_is_left_of_its_timeout(
+    emulator_conn: Emulator, context: dict[str, Any]
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    hook = VidgenHook()
+    emulator_conn.queue_timeline(Timeline(queued_for=3600))
+    generation_id = hook.create(VIDEOS)
+    emulator_conn.add_fault(Fault(kind="delay", delay=1.5, endpoint="result", times=1))  # a slow first check
+    sensor = VideoGenerationSensor(
+        task_id="wait", generation_id=generation_id, deferrable=True, timeout=30, poke_interval=1
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context)
+    # The deadline is the wait's: 30 s from its start, the check's 1.5 s included (not 30 s after it).
+    assert deferred.value.trigger.end_time == pytest.approx(sensor.tracker.started_at + 30, abs=0.5)

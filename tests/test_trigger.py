@@ -188,9 +188,9 @@ def test_shared_client_reused_across_triggers(emulator_conn: Emulator, monkeypat
 
     original = async_client.ResultReader.read
 
-    async def spy(self, session):  # type: ignore[no-untyped-def]
+    async def spy(self, session, *args):  # type: ignore[no-untyped-def]
         sessions.add(id(session))
-        return await original(self, session)
+        return await original(self, session, *args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(async_client.ResultReader, "read", spy)
@@ -392,3 +392,17 @@ def test_restarted_trigger_does_not_log_a_transition_again(
     assert text.count("queued -> processing") == 1, text
     assert f"Generation {generation_id} is processing" in text  # the restarted trigger says where it stands
     assert "processing -> completed" in text  # and logs the transitions it saw itself
+
+
+def test_a_slow_read_does_not_run_past_the_deadline(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import conn_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, timeout=120))
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    emulator_conn.add_fault(Fault(kind="delay", delay=6, endpoint="result", times=100))
+    # A 120 s read timeout would hold the read for the whole 6 s delay (and then report the late
+    # answer); clipped to the 0.5 s left (at least 1 s), the read gives up and the wait ends in time.
+    (events,) = run_all([trigger(generation_id, within=0.5)], bound=15)
+    (event,) = events
+    assert event["status"] == "timeout"
+    assert generation_id in event["message"]

@@ -440,8 +440,11 @@ class _VidgenCreateOperator(BaseOperator):
     def _check_then_defer(self, generation_id: str) -> GenerationResult:
         """Check once: return the result if already completed, else defer to the trigger."""
         tracker = WaitTracker(generation_id, max_consecutive_failures=self.max_consecutive_failures, log=self.log)
+        # The check is part of the wait: its read's retries (and any Retry-After) stay inside `timeout`,
+        # and the trigger gets what is left of it, as the synchronous wait would.
+        deadline = tracker.started_at + self.timeout
         try:
-            done = tracker.on_result(self.hook.get_result(generation_id))
+            done = tracker.on_result(self.hook.get_result(generation_id, deadline=deadline))
         except VidgenError as err:
             tracker.on_error(err)  # fatal errors raise; transient ones leave the waiting to the trigger
             done = None
@@ -450,7 +453,10 @@ class _VidgenCreateOperator(BaseOperator):
         from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
         trigger = VideoGenerationTrigger.continuing(
-            tracker, vidgen_conn_id=self.vidgen_conn_id, poll_interval=self.poll_interval, timeout=self.timeout
+            tracker,
+            vidgen_conn_id=self.vidgen_conn_id,
+            poll_interval=self.poll_interval,
+            timeout=max(0.0, deadline - tracker.clock()),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
         raise AssertionError("defer() always raises")  # pragma: no cover

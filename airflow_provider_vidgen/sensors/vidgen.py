@@ -154,6 +154,12 @@ class VideoGenerationSensor(BaseSensorOperator):
         continue. Returns the store, or ``None`` where there is none (the state then starts afresh)."""
         store = context.get("task_state_store") if self.mode == "reschedule" else None
         if store is None:
+            if self.mode == "reschedule":
+                # No state carried over: at least count the timeout from where Airflow counts it (the
+                # first poke), so a late poke's retries do not sleep past the sensor's timeout.
+                first_poke = self._first_poke_time(context)
+                if first_poke is not None:
+                    self.tracker.started_at = min(first_poke, self.tracker.started_at)
             return None
         saved: Any = store.get(WAIT_STATE_KEY)
         ti = context["ti"]
@@ -166,6 +172,28 @@ class VideoGenerationSensor(BaseSensorOperator):
             self.tracker.last_status = str(saved["last_status"]) if saved.get("last_status") else None
             self.tracker.consecutive_failures = int(saved.get("failures", 0))
         return store
+
+    def _first_poke_time(self, context: Context) -> float | None:
+        """Unix time of this try's first poke, as Airflow's reschedule loop reads it for its timeout."""
+        ti: Any = context["ti"]
+        try:
+            get_first = getattr(ti, "get_first_reschedule_date", None)
+            if get_first is not None:  # Airflow 3
+                first = get_first(context)
+            else:  # Airflow 2: the same query as BaseSensorOperator.execute
+                from airflow.sensors.base import _orig_start_date  # type: ignore[attr-defined,unused-ignore]
+
+                first = _orig_start_date(
+                    dag_id=ti.dag_id,
+                    task_id=ti.task_id,
+                    run_id=ti.run_id,
+                    map_index=ti.map_index,
+                    try_number=(ti.max_tries or 0) - (self.retries or 0) + 1,
+                )
+        except Exception as err:  # no record to read: the wait counts from this poke
+            self.log.debug("First poke time unknown (%s): the timeout counts from this poke", err)
+            return None
+        return first.timestamp() if first is not None else None
 
     def _save_wait(self, context: Context, store: Any) -> None:
         store.set(
@@ -255,11 +283,13 @@ class VideoGenerationSensor(BaseSensorOperator):
             return done.xcom_value
         from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
+        # The check was part of the wait: the trigger gets what is left of the timeout, not all of it again.
+        left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
         trigger = VideoGenerationTrigger.continuing(
             self.tracker,
             vidgen_conn_id=self.vidgen_conn_id,
             poll_interval=float(self.poke_interval),
-            timeout=float(self.timeout),
+            timeout=max(0.0, left),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 

@@ -275,7 +275,7 @@ class VideoGenerationTrigger(BaseTrigger):
                     )
                 await asyncio.sleep(min(_until_next_tick(delay, time.time()), remaining))
                 try:
-                    result = await reader.read(session)
+                    result = await reader.read(session, self.end_time)
                 except VidgenError as err:
                     if isinstance(err, VidgenTransientError) and attempt < settings.max_retries:
                         # The same policy as VidgenHook.get_result: backoff (and Retry-After) within the poll.
