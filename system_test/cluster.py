@@ -137,25 +137,22 @@ def kill_tree(root: int, sid: int | None = None) -> set[int]:
 
 def socket_owner(local_port: int) -> int | None:
     """The pid holding the TCP socket whose local end is 127.0.0.1:``local_port``."""
-    inode = None
+    # Every live socket with that local port (a closed one in TIME_WAIT has inode 0 and is skipped).
+    targets = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as lines:
             next(lines)
             for line in lines:
                 parts = line.split()
-                if int(parts[1].rsplit(":", 1)[1], 16) == local_port:
-                    inode = parts[9]
-                    break
-        if inode:
-            break
-    if not inode or inode == "0":
+                if int(parts[1].rsplit(":", 1)[1], 16) == local_port and parts[9] != "0":
+                    targets.add(f"socket:[{parts[9]}]")
+    if not targets:
         return None
-    target = f"socket:[{inode}]"
     for pid in all_pids():
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
                         return pid
     return None
 
