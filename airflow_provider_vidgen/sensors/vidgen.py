@@ -208,13 +208,20 @@ class VideoGenerationSensor(BaseSensorOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        try:
+        with self._ending():
             self._enter()
             if self.deferrable:
                 return self._execute_deferrable(context)
             _ = self.tracker  # built with the flags as set (silent_fail: no failure budget)
             with self._outcomes_decided_here():
                 return _BASE_EXECUTE(self, context)
+
+    @contextmanager
+    def _ending(self) -> Iterator[None]:
+        """Every way out of a run of the task (poke loop, deferral, resume) goes through :meth:`_end`;
+        the hook's session is closed."""
+        try:
+            yield
         except Exception as err:
             ended = self._end(err)
             if ended is err:
@@ -305,19 +312,12 @@ class VideoGenerationSensor(BaseSensorOperator):
         """Resume after the trigger: the same XCom, errors and messages as a poking sensor."""
         from airflow_provider_vidgen.events import result_from_event
 
-        try:
+        with self._ending():
             generation_id = self._enter()
             # A completed event carries no video URL (Airflow logs the event): the result is read again here.
             result = result_from_event(
                 event, generation_id, float(self.timeout), self.hook.get_result, VidgenSensorTimeoutError
             )
-        except Exception as err:
-            ended = self._end(err)
-            if ended is err:
-                raise
-            raise ended from err
-        finally:
-            self.hook.close()
         self.log.info("Generation %s completed (reported by the trigger)", result.id)
         return result.to_xcom()
 
