@@ -110,6 +110,13 @@ def counting_create(request: VideosRequest | StarVideosRequest) -> Iterator[None
 
 def poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
     """One successful status read of a wait: a finished generation counts, with its timers."""
+    try:
+        _poll_result(tracker, result)
+    except Exception as err:  # a metric never fails a wait
+        log.debug("wait metrics not sent: %s", err)
+
+
+def _poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
     now = tracker.clock()
     if not (result.is_failed or (result.is_completed and result.video_url)):
         if not result.is_completed:
