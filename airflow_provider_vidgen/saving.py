@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from airflow.providers.common.compat.sdk import AirflowFailException
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
-from airflow_provider_vidgen import protocol
+from airflow_provider_vidgen import metrics, protocol
 from airflow_provider_vidgen.connection import USER_AGENT, ConnectionSettings
 from airflow_provider_vidgen.exceptions import (
     VidgenError,
@@ -267,6 +267,7 @@ class VideoSaver:
                 generation_id,
             )
             return existing_manifest(destination, generation_id)
+        metrics.saved(manifest)
         self.log.info(
             "Saved generation %s to %s (%d bytes, sha256 %s)",
             generation_id,

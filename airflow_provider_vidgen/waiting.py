@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from airflow_provider_vidgen import metrics
 from airflow_provider_vidgen.exceptions import (
     VidgenAuthError,
     VidgenConfigError,
@@ -113,6 +114,7 @@ class WaitTracker:
         if result.created is not None:
             self.created = float(result.created)
         self._note_status(result.status)
+        metrics.poll_result(self, result)
         if result.is_completed and not result.video_url:
             # "completed" without a URL breaks the documented contract: do not report success;
             # treat it like a transient failure (the next poll may carry the URL).
@@ -131,6 +133,7 @@ class WaitTracker:
         :param error: The exception the poll raised.
         :raises VidgenTransientError: the budget of consecutive failures is spent.
         """
+        metrics.read_error(error)
         if isinstance(error, FATAL_ERRORS) or not isinstance(error, VidgenError):
             raise error
         self.consecutive_failures += 1

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_vidgen import protocol
+from airflow_provider_vidgen import metrics, protocol
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_vidgen.exceptions import (
@@ -179,9 +179,10 @@ class VidgenHook(BaseHook):
 
         :param request: A :class:`VideosRequest` or :class:`StarVideosRequest`.
         """
-        if isinstance(request, VideosRequest):
-            return self.create_videos(request)
-        return self.create_starvideos(request)
+        with metrics.counting_create(request):
+            return (
+                self.create_videos(request) if isinstance(request, VideosRequest) else self.create_starvideos(request)
+            )
 
     def get_result(self, generation_id: str, *, deadline: float | None = None) -> GenerationResult:
         """Read the status (and, once completed, the video URL) of a generation.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_vidgen import protocol
+from airflow_provider_vidgen import lineage, protocol
 from airflow_provider_vidgen.durable import (
     STATE_KEY,
     decide,
@@ -322,6 +322,7 @@ class _VidgenCreateOperator(BaseOperator):
         if kept is not None:
             self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
             context["ti"].xcom_push(key=XCOM_OUTPUT, value=kept)
+            lineage.note(self, manifest=kept)
             record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
             return None
         store = self._state_store(context)
@@ -341,6 +342,7 @@ class _VidgenCreateOperator(BaseOperator):
             generation_id = decision.generation_id
         # Pushed before any waiting, so the id survives a later failure of this task.
         context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
+        lineage.note(self, generation_id=generation_id)
         if not self.wait_for_completion and output is None:
             return generation_id
         if decision.action == "reuse" and decision.result is not None:
@@ -394,6 +396,7 @@ class _VidgenCreateOperator(BaseOperator):
         except VidgenGenerationFailedError as err:
             # The API created the task and answered it failed at once: billed, recorded, failed.
             context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=err.generation_id)
+            lineage.note(self, generation_id=err.generation_id)
             if store is not None:
                 self._record(store, failed_record(err.generation_id, fingerprint, err.api_error))
             raise
@@ -470,6 +473,7 @@ class _VidgenCreateOperator(BaseOperator):
         generation_id = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_GENERATION_ID, map_indexes=ti.map_index)
         if not generation_id:
             raise VidgenError(f"Cannot resume {ti.task_id}: no {XCOM_GENERATION_ID!r} XCom was pushed before deferring")
+        lineage.note(self, generation_id=generation_id)
         try:
             # A completed event carries no video URL (Airflow logs the event): the result is read again here.
             result = result_from_event(event, generation_id, self.timeout, self.hook.get_result)
@@ -481,6 +485,7 @@ class _VidgenCreateOperator(BaseOperator):
     def _push_result(self, context: Context, result: GenerationResult) -> None:
         context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=result.video_url)
         context["ti"].xcom_push(key=XCOM_ACTUAL_DURATION, value=result.actual_duration)
+        lineage.note(self, result=result)
         self.log.info(
             "Generation %s completed: %s s of video at %s",
             result.id,
@@ -493,7 +498,16 @@ class _VidgenCreateOperator(BaseOperator):
                 result.id, self.hook.get_result, as_storage_path(self.output_path), self.if_output_exists
             )
             context["ti"].xcom_push(key=XCOM_OUTPUT, value=manifest)
+            lineage.note(self, manifest=manifest)
             record_asset_events(context, self.outlets, manifest)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the saved video (output), the input images / videos and the ``vidgen`` run facet."""
+        return lineage.operator_lineage(self, self.output_path)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """OpenLineage of a failed try: as on completion, with what the try learnt (the id, if created)."""
+        return lineage.operator_lineage(self, self.output_path)
 
 
 class VideosCreateOperator(_VidgenCreateOperator):
@@ -699,6 +713,7 @@ class VideoDownloadOperator(BaseOperator):
         kept = keep_existing(destination, self.if_exists, "if_exists", generation_id)
         if kept is not None:
             self.log.info("%s already exists (if_exists='skip'): nothing downloaded", destination)
+            lineage.note(self, manifest=kept)
             record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
             return kept
         hook = VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
@@ -708,8 +723,17 @@ class VideoDownloadOperator(BaseOperator):
             )
         finally:
             hook.close()
+        lineage.note(self, manifest=manifest)
         record_asset_events(context, self.outlets, manifest)
         return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the saved video (output) and the ``vidgen`` run facet."""
+        return lineage.operator_lineage(self, self.destination)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """OpenLineage of a failed try: the planned destination and the generation id."""
+        return lineage.operator_lineage(self, self.destination)
 
 
 __all__ = [
