@@ -117,6 +117,10 @@ def test_page_url_quotes_the_id() -> None:
         ("bytes=-5000", (0, 999)),
         ("bytes=0-1,5-6", None),  # several ranges: the whole object
         ("items=0-1", None),
+        ("bytes=0-" + "9" * 5000, (0, 999)),  # a last position of any length: up to the end
+        ("bytes=-" + "9" * 5000, (0, 999)),  # a suffix longer than the object: all of it
+        ("bytes=" + "0" * 5000 + "5-9", (5, 9)),
+        ("bytes=\u0660-\u0661", None),  # non-ASCII digits are not a range: the whole object
     ],
 )
 def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
@@ -126,7 +130,9 @@ def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> No
 
 
 @airflow_3_only
-@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=1000-1001", "bytes=-0", "bytes=5-2"])
+@pytest.mark.parametrize(
+    "header", ["bytes=1000-", "bytes=1000-1001", "bytes=-0", "bytes=5-2", "bytes=" + "9" * 5000 + "-"]
+)
 def test_unsatisfiable_range(header: str) -> None:
     from fastapi import HTTPException
 

@@ -25,7 +25,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from airflow_provider_vidgen.plugins import index
 
 CHUNK_BYTES = 1 << 20
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+#: Byte positions past this are all "beyond any object" (a header's number may have thousands of digits).
+_HUGE = 1 << 62
+
+
+def _position(text: str) -> int:
+    digits = text.lstrip("0")
+    return _HUGE if len(digits) > 18 else int(digits or "0")
 
 
 async def current_user(request: Request) -> Any:
@@ -90,10 +97,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None  # a malformed or multi-range header: answer with the whole object (RFC 9110)
     first_text, last_text = match.groups()
     if first_text:
-        first = int(first_text)
-        last = min(int(last_text), size - 1) if last_text else size - 1
+        first = _position(first_text)
+        last = min(_position(last_text), size - 1) if last_text else size - 1
     else:  # the last N bytes
-        suffix = int(last_text)
+        suffix = _position(last_text)
         if suffix == 0:
             raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
         first, last = max(size - suffix, 0), size - 1
