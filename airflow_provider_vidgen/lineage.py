@@ -29,6 +29,8 @@ _NOTES = "_vidgen_lineage"
 INPUT_FIELDS = ("image", "last_frame_image", "reference_images", "reference_videos", "images")
 #: URI schemes named ``scheme://bucket`` (a spelling of the same store is mapped to the spec's scheme).
 _SCHEMES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
+#: Azure stores, named ``scheme://{container}@{account host}`` by the spec.
+_AZURE = ("abfs", "abfss", "wasb", "wasbs")
 
 
 def note(operator: Any, **values: Any) -> None:
@@ -48,6 +50,9 @@ def dataset_name(uri: str) -> tuple[str, str]:
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
+    if scheme in _AZURE and parts.username:
+        # ``{container}@{account}...``: the container is part of the namespace (never a password)
+        host = f"{unquote(parts.username)}@{host}"
     name = unquote(parts.path).lstrip("/")
     if scheme in ("http", "https"):
         return f"{scheme}://{host}", "/" + name

@@ -36,7 +36,14 @@ needs_openlineage = pytest.mark.skipif(
         ("s3a://bucket/videos/a.mp4", ("s3://bucket", "videos/a.mp4")),
         ("gs://bucket/a.mp4", ("gs://bucket", "a.mp4")),
         ("gcs://bucket/a.mp4", ("gs://bucket", "a.mp4")),
-        ("abfss://container@account.dfs.core.windows.net/v/a.mp4", ("abfss://account.dfs.core.windows.net", "v/a.mp4")),
+        (
+            "abfss://container@account.dfs.core.windows.net/v/a.mp4",
+            ("abfss://container@account.dfs.core.windows.net", "v/a.mp4"),
+        ),
+        (
+            "wasbs://other:pw@account.blob.core.windows.net/a.mp4",
+            ("wasbs://other@account.blob.core.windows.net", "a.mp4"),
+        ),
         ("https://user:pw@img.example.com:8443/r/a.png?sig=X#f", ("https://img.example.com:8443", "/r/a.png")),
         ("HTTPS://IMG.example.com/a.png", ("https://img.example.com", "/a.png")),
     ],
