@@ -316,6 +316,30 @@ def test_stream_serves_only_recorded_uris(engine: Any, client: Any, tmp_path: Pa
 
 
 @airflow_3_only
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[core]\nfernet_key = SECRET-FERNET\n",  # a configuration file
+        b"-----BEGIN PRIVATE KEY-----\nSECRET\n",
+        b"SQLite format 3\x00SECRET" + bytes(600),  # a binary file that is no video
+    ],
+)
+def test_stream_serves_only_videos(engine: Any, client: Any, tmp_path: Path, content: bytes) -> None:
+    """A manifest (an XCom anyone allowed to edit XComs can write) pointing at a file that is no video: not served."""
+    from tests.videos_page.seed import add_runs
+
+    add_runs(engine, 1, dag_ids=["dag_a"], root=tmp_path.as_uri())
+    (tmp_path / "dag_a").mkdir()
+    (tmp_path / "dag_a" / "0.mp4").write_bytes(content)
+    uri = f"{tmp_path.as_uri()}/dag_a/0.mp4"
+    for headers in ({}, {"Range": "bytes=0-"}, {"Range": "bytes=-100"}):
+        answer = client.get("/api/stream", params={"uri": uri}, headers=headers)
+        assert answer.status_code == 404, headers
+        assert "not a video" in answer.json()["detail"]
+        assert b"SECRET" not in answer.content
+
+
+@airflow_3_only
 def test_runs_after_the_first_sync_are_indexed(engine: Any, client: Any) -> None:
     """The second sync reads only the runs updated since the first (and still finds the new ones)."""
     from tests.videos_page.seed import add_runs

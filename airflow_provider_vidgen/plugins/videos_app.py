@@ -25,6 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from airflow_provider_vidgen.plugins import index
 
 CHUNK_BYTES = 1 << 20
+#: The first bytes of an object read to check that it is a video before any of it is served.
+HEAD_BYTES = 512
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 #: Byte positions past this are all "beyond any object" (a header's number may have thousands of digits).
 _HUGE = 1 << 62
@@ -180,7 +182,7 @@ def create_app() -> FastAPI:
             item = index.recorded(session, uri, readable)
         if item is None:
             raise HTTPException(404, "No saved video with this URI in the DAGs you may read")
-        from airflow_provider_vidgen.saving import _size, as_storage_path
+        from airflow_provider_vidgen.saving import _size, as_storage_path, video_container
 
         path = as_storage_path(item["uri"])  # the recorded URI, never anything built from the request
         try:
@@ -190,6 +192,16 @@ def create_app() -> FastAPI:
             raise HTTPException(404, "The saved object no longer exists") from None
         except OSError as err:
             raise HTTPException(502, f"The saved object cannot be read ({type(err).__name__})") from None
+        try:
+            head = source.read(HEAD_BYTES)
+        except OSError as err:
+            source.close()
+            raise HTTPException(502, f"The saved object cannot be read ({type(err).__name__})") from None
+        if video_container(head) is None:
+            # A manifest XCom can be written through Airflow's REST API too: only video files are served,
+            # never a configuration file, a key or a database that such a manifest points at.
+            source.close()
+            raise HTTPException(404, "The saved object is not a video")
         headers = {
             "Accept-Ranges": "bytes",
             "Cache-Control": "private, no-store",
