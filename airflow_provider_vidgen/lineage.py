@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from functools import cache
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 #: The key of the run facet in the event's ``run.facets``.
 RUN_FACET_NAME = "vidgen"
@@ -57,6 +57,16 @@ def dataset_name(uri: str) -> tuple[str, str]:
     if scheme in ("http", "https"):
         return f"{scheme}://{host}", "/" + name
     return f"{scheme}://{host}", name
+
+
+def without_password(uri: str) -> str:
+    """``uri`` without the password of its user info (``ftp://user:pw@host/a`` -> ``ftp://user@host/a``)."""
+    parts = urlsplit(str(uri))
+    if parts.password is None:
+        return str(uri)
+    user, _, _ = parts.netloc.rpartition("@")[0].partition(":")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 
 
 def prompt_digest(prompt: Any) -> tuple[str | None, int | None]:
@@ -163,7 +173,7 @@ def operator_lineage(operator: Any, destination: Any = None) -> Any:
         actualDuration=actual,
         promptSha256=digest,
         promptLength=length,
-        uri=uri,
+        uri=without_password(uri) if uri else None,
         bytes=manifest.get("bytes"),
         sha256=manifest.get("sha256"),
     )

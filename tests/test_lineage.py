@@ -143,3 +143,18 @@ def test_a_kept_object_is_reported_as_the_output(
     facet = attr.asdict(lineage.run_facets[RUN_FACET_NAME])
     assert (facet["generationId"], facet["bytes"]) == ("proj_1", target.stat().st_size)
     assert facet["promptSha256"] is None
+
+
+@needs_openlineage
+def test_the_facet_never_carries_a_password_of_the_saved_uri() -> None:
+    import attr
+
+    from airflow_provider_vidgen.lineage import note, operator_lineage
+
+    op = VideoDownloadOperator(task_id="t", generation_id="proj_1", destination="ftp://me:S3CRET@files.example/v.mp4")
+    note(op, manifest={"uri": "ftp://me:S3CRET@files.example/v.mp4", "bytes": 10, "generation_id": "proj_1"})
+    lineage = operator_lineage(op)
+    facet = attr.asdict(lineage.run_facets[RUN_FACET_NAME])
+    assert facet["uri"] == "ftp://me@files.example/v.mp4"
+    assert names(lineage.outputs) == [("ftp://files.example", "v.mp4")]
+    assert "S3CRET" not in repr(lineage)
