@@ -379,6 +379,32 @@ def test_a_rerun_replaces_the_runs_videos(engine: Any, client: Any) -> None:
 
 
 @airflow_3_only
+def test_a_deleted_run_is_no_longer_listed_nor_streamed(engine: Any, client: Any, tmp_path: Path) -> None:
+    """Deleting a DAG run (its XComs go with it) removes its videos from the page and the stream."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import delete, select
+
+    from tests.videos_page.seed import add_runs
+
+    add_runs(engine, 2, dag_ids=["dag_a"], root=tmp_path.as_uri())
+    (tmp_path / "dag_a").mkdir()
+    (tmp_path / "dag_a" / "0.mp4").write_bytes(SAMPLE.read_bytes())
+    uri = f"{tmp_path.as_uri()}/dag_a/0.mp4"
+    assert {v["uri"] for v in client.get("/api/videos").json()["videos"]} >= {uri}
+    assert client.get("/api/stream", params={"uri": uri}).status_code == 200
+    with engine.begin() as connection:
+        run_pk = connection.execute(
+            select(XComModel.__table__.c.dag_run_id).where(XComModel.__table__.c.value.contains("0.mp4"))
+        ).scalar()
+        connection.execute(delete(XComModel.__table__).where(XComModel.__table__.c.dag_run_id == run_pk))
+        connection.execute(delete(DagRun.__table__).where(DagRun.__table__.c.id == run_pk))
+    listed = [v["uri"] for v in client.get("/api/videos").json()["videos"]]
+    assert listed == [f"{tmp_path.as_uri()}/dag_a/1.mp4"]
+    assert client.get("/api/stream", params={"uri": uri}).status_code == 404
+
+
+@airflow_3_only
 def test_anonymous_requests_are_refused() -> None:
     from fastapi.testclient import TestClient
 

@@ -12,7 +12,8 @@ It is filled from what the runs recorded, incrementally, before the page answers
   actual_duration, model``); asset events carry the same manifests in their ``extra``;
 - only the XComs of DAG runs updated since the last sync (minus a margin) or still queued/running
   are read, by ``xcom.dag_run_id`` (the leading column of the XCom primary key), and a run's rows
-  are replaced as a whole, so a cleared and re-run task shows its newest save.
+  are replaced as a whole, so a cleared and re-run task shows its newest save; the rows of a deleted
+  DAG run are removed.
 
 The tables are created on first use (``checkfirst``); ``airflow db migrate`` does not manage them
 and ``airflow db reset`` drops them with everything else (they are rebuilt from the XComs).
@@ -264,6 +265,8 @@ def sync(session: Session) -> int:
         since = synced_until.replace(tzinfo=timezone.utc) - SYNC_OVERLAP
         query = query.where(or_(DagRun.updated_at >= since, DagRun.state.in_(("queued", "running"))))
     runs = session.execute(query).all()
+    if synced_until is not None and _drop_deleted_runs(session):
+        session.commit()
     if not runs:
         return 0
     run_ids = [run.id for run in runs]
@@ -291,6 +294,17 @@ def sync(session: Session) -> int:
     except IntegrityError:  # another API server worker synced the same runs at the same moment
         session.rollback()
     return len(run_ids)
+
+
+def _drop_deleted_runs(session: Session) -> bool:
+    """Remove the rows of DAG runs that were deleted (with their XComs); whether there were any."""
+    from airflow.models.dagrun import DagRun
+
+    gone = select(videos.c.dag_run_id).where(~select(DagRun.id).where(DagRun.id == videos.c.dag_run_id).exists())
+    deleted = list(session.execute(gone.distinct()).scalars())
+    for start in range(0, len(deleted), 500):
+        session.execute(delete(videos).where(videos.c.dag_run_id.in_(deleted[start : start + 500])))
+    return bool(deleted)
 
 
 _COMPARED = ("dag_run_id", "task_id", "map_index", "xcom_key", "uri", "sha256", "bytes", "saved_at", "generation_id")
