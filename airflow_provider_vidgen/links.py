@@ -80,7 +80,19 @@ class VideoLink(BaseOperatorLink):
         generation_id, uri = _generation_and_uri(operator, ti_key)
         if _airflow_3():
             return page_url(generation_id) if generation_id else ""
-        return uri or ""
+        return _linkable(uri) if uri else ""
+
+
+def _linkable(uri: str) -> str:
+    """``uri`` as a link: without the password of any user info, and never a script or inline document."""
+    from airflow_provider_vidgen.lineage import without_password
+
+    # browsers drop blanks and control characters anywhere in a URL ("java\tscript:" is "javascript:")
+    cleaned = "".join(char for char in uri if ord(char) > 0x20)
+    scheme = cleaned.split(":", 1)[0].lower() if ":" in cleaned else ""
+    if scheme in ("javascript", "data", "vbscript", "blob"):
+        return ""
+    return without_password(uri)
 
 
 __all__ = ["PAGE_PREFIX", "VideoLink", "page_url"]

@@ -89,6 +89,26 @@ def test_video_link(kind: str, airflow_3: bool, monkeypatch: pytest.MonkeyPatch)
     assert "files.example" not in url
 
 
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        ("ftp://me:S3CRET@files.example/a.mp4", "ftp://me@files.example/a.mp4"),
+        ("javascript:alert(document.cookie)", ""),
+        (" JavaScript:alert(1)", ""),
+        ("java\tscript:alert(1)", ""),
+        ("data:text/html,<script>alert(1)</script>", ""),
+    ],
+)
+def test_video_link_on_airflow_2_is_a_safe_uri(recorded: str, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The saved URI as the Airflow 2 link: never a password, never a script the UI would run."""
+    from airflow_provider_vidgen import links
+
+    xcoms = {"return_value": {"generation_id": "gen-1", "uri": recorded}}
+    monkeypatch.setattr(links, "_xcom", lambda ti_key, key: xcoms.get(key))
+    monkeypatch.setattr(links, "_airflow_3", lambda: False)
+    assert VideoLink().get_link(_operator("download"), ti_key=None) == expected  # type: ignore[arg-type]
+
+
 def test_video_link_before_anything_was_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_provider_vidgen import links
 
