@@ -17,7 +17,7 @@ import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from airflow_provider_vidgen.testing import Emulator
-from tests.conftest import AIRFLOW, conn_json
+from tests.conftest import AIRFLOW, SECRET_KEY, conn_json
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_dags"
@@ -207,3 +207,22 @@ def check_plans_without_the_run_in_flight(plan: Any, tmp_path: Path) -> None:
     text = plan(TEST_DAGS, *args[:-1], VIDGEN_PLAN_OUTPUT=(tmp_path / "none").as_uri())
     assert "Not run by the backfill (1 date(s), nothing planned for them):" in text.stdout
     assert total_line(text.stdout) == ["total", "3", "14", "0", "0", "1"]
+
+
+def test_a_template_reading_the_connection_password_or_a_sensitive_variable_prints_neither(
+    plan: Any, vidgen_emulator: Emulator
+) -> None:
+    # Rendering reads them through the task context, which masks them as a task's logs do.
+    vidgen_emulator.api_key = key = SECRET_KEY
+    secret = "var-SECRET-4a5b6c7d"
+    args = ("vidgen_plan_secrets", "--start-date", "2026-01-01", "--end-date", "2026-01-01")
+    for output in ((), ("--json",)):
+        done = plan(TEST_DAGS, *args, *output, AIRFLOW_VAR_VIDGEN_API_KEY=secret)
+        assert done.returncode != 0  # the Variable renders to an invalid duration
+        assert "Plan refused: 1 invalid request(s)" in done.stderr
+        printed = done.stdout + done.stderr
+        assert key not in printed
+        assert secret not in printed
+        if output:
+            assert '"prompt": "with ***"' in printed  # the rendered request, masked
+        assert "(got '***')" in printed  # the validation error, masked

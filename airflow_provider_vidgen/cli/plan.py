@@ -587,10 +587,14 @@ def plan_command(args: Any) -> None:
             raise SystemExit("Give --start-date and --end-date (a backfill's range), or --run-id")
         plan = build_plan(dag, runs)
         plan.not_run = not_run
+        # A template may read a connection's password or a sensitive Variable: what rendering masks
+        # in a task's logs is masked here too.
+        from airflow.sdk.log import redact
+
         if args.json:
-            print(json.dumps(plan.as_json(args.max_creates), indent=2))
+            print(json.dumps(redact(plan.as_json(args.max_creates), max_depth=32), indent=2))
         else:
-            print(render_text(plan))
+            print(redact(render_text(plan)))
         refused = verdict(plan, args.max_creates)
         if refused:
             raise SystemExit(refused)
