@@ -226,3 +226,21 @@ def test_a_template_reading_the_connection_password_or_a_sensitive_variable_prin
         if output:
             assert '"prompt": "with ***"' in printed  # the rendered request, masked
         assert "(got '***')" in printed  # the validation error, masked
+
+
+def test_a_missing_dag_or_one_that_fails_to_import_is_said_without_a_traceback(plan: Any, tmp_path: Path) -> None:
+    missing = plan(TEST_DAGS, "no_such_dag", "--start-date", "2026-01-01", "--end-date", "2026-01-02")
+    assert missing.returncode != 0
+    assert "Dag 'no_such_dag' could not be found in the DAG bundles." in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken_dag.py").write_text("# an airflow DAG file\nfrom airflow.sdk import DAG\n\nVALUE = 1 / 0\n")
+    broken = plan(folder, "broken", "--start-date", "2026-01-01", "--end-date", "2026-01-02")
+    assert broken.returncode != 0
+    message = broken.stderr[broken.stderr.index("Dag 'broken' could not be found") :]
+    assert "it may be in a file that failed to import:" in message
+    assert "broken_dag.py" in message
+    assert "ZeroDivisionError: division by zero" in message
+    assert "AirflowException" not in broken.stderr

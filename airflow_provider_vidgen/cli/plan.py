@@ -551,18 +551,25 @@ def load_dag(dag_id: str, bundle_names: list[str] | None = None) -> Any:
     """Parse ``dag_id`` from the configured DAG bundles (as ``get_bagged_dag``, without saving it to the DB)."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import BundleDagBag
-    from airflow.exceptions import AirflowException
     from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
 
     manager = DagBundlesManager()
     bundles = [manager.get_bundle(name) for name in bundle_names] if bundle_names else manager.get_all_dag_bundles()
+    import_errors: dict[str, str] = {}
     for bundle in bundles:
         bundle.initialize()
         with _airflow_parsing_context_manager(dag_id=dag_id):
             dagbag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
         if dag := dagbag.dags.get(dag_id):
             return dag
-    raise AirflowException(f"Dag {dag_id!r} could not be found; either it does not exist or it failed to parse.")
+        import_errors.update(dagbag.import_errors)
+    message = f"Dag {dag_id!r} could not be found in the DAG bundles"
+    if not import_errors:
+        raise SystemExit(message + ".")
+    from airflow.sdk.log import redact
+
+    failed = "\n".join(f"--- {path}:\n{str(error).rstrip()}" for path, error in sorted(import_errors.items()))
+    raise SystemExit(redact(f"{message}; it may be in a file that failed to import:\n{failed}"))
 
 
 def plan_command(args: Any) -> None:
