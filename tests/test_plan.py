@@ -17,7 +17,7 @@ import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from airflow_provider_vidgen.testing import Emulator
-from tests.conftest import AIRFLOW, conn_json
+from tests.conftest import AIRFLOW, SECRET_KEY, conn_json
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_dags"
@@ -164,3 +164,83 @@ def test_one_run_of_a_mapped_example(plan: Any) -> None:
         (2, "create"),
     ]
     assert doc["total"] == {"create": 3, "seconds": 15, "skip": 0, "invalid": 0, "unknown": 0}
+
+
+def test_a_date_with_a_run_in_flight_or_finished_is_planned_as_the_backfill_runs_it(
+    plan: Any, airflow_home: Path, tmp_path: Path
+) -> None:
+    # A run of 2026-01-10 already exists (queued: in flight): `airflow backfill create` makes no run
+    # for that date, whatever --reprocess-behavior says, so nothing of it is billed. (Dates apart from
+    # the other tests' range.)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(TEST_DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+
+    def airflow(*command: str) -> None:
+        done = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    airflow("dags", "reserialize")
+    airflow("dags", "trigger", "vidgen_plan_backfill", "--logical-date", "2026-01-10T00:00:00+00:00")
+    try:
+        check_plans_without_the_run_in_flight(plan, tmp_path)
+    finally:  # the database is shared by the session's tests
+        airflow("dags", "delete", "vidgen_plan_backfill", "--yes")
+
+
+def check_plans_without_the_run_in_flight(plan: Any, tmp_path: Path) -> None:
+    args = ("vidgen_plan_backfill", "--start-date", "2026-01-09", "--end-date", "2026-01-10", "--json")
+    for reprocess in ((), ("--reprocess-behavior", "completed")):
+        done = plan(TEST_DAGS, *args, *reprocess, VIDGEN_PLAN_OUTPUT=(tmp_path / "none").as_uri())
+        assert done.returncode == 0, done.stdout + done.stderr
+        doc = as_json(done)
+        assert [run["logical_date"][:10] for run in doc["runs"]] == ["2026-01-09"]
+        assert [(row["logical_date"][:10], row["reason"][:22]) for row in doc["not_run"]] == [
+            ("2026-01-10", "a run is in flight (qu")
+        ]
+        assert {item["logical_date"][:10] for item in doc["items"]} == {"2026-01-09"}
+        assert doc["total"] == {"create": 3, "seconds": 14, "skip": 0, "invalid": 0, "unknown": 1}
+    text = plan(TEST_DAGS, *args[:-1], VIDGEN_PLAN_OUTPUT=(tmp_path / "none").as_uri())
+    assert "Not run by the backfill (1 date(s), nothing planned for them):" in text.stdout
+    assert total_line(text.stdout) == ["total", "3", "14", "0", "0", "1"]
+
+
+def test_a_template_reading_the_connection_password_or_a_sensitive_variable_prints_neither(
+    plan: Any, vidgen_emulator: Emulator
+) -> None:
+    # Rendering reads them through the task context, which masks them as a task's logs do.
+    vidgen_emulator.api_key = key = SECRET_KEY
+    secret = "var-SECRET-4a5b6c7d"
+    args = ("vidgen_plan_secrets", "--start-date", "2026-01-01", "--end-date", "2026-01-01")
+    for output in ((), ("--json",)):
+        done = plan(TEST_DAGS, *args, *output, AIRFLOW_VAR_VIDGEN_API_KEY=secret)
+        assert done.returncode != 0  # the Variable renders to an invalid duration
+        assert "Plan refused: 1 invalid request(s)" in done.stderr
+        printed = done.stdout + done.stderr
+        assert key not in printed
+        assert secret not in printed
+        if output:
+            assert '"prompt": "with ***"' in printed  # the rendered request, masked
+        assert "(got '***')" in printed  # the validation error, masked
+
+
+def test_a_missing_dag_or_one_that_fails_to_import_is_said_without_a_traceback(plan: Any, tmp_path: Path) -> None:
+    missing = plan(TEST_DAGS, "no_such_dag", "--start-date", "2026-01-01", "--end-date", "2026-01-02")
+    assert missing.returncode != 0
+    assert "Dag 'no_such_dag' could not be found in the DAG bundles." in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken_dag.py").write_text("# an airflow DAG file\nfrom airflow.sdk import DAG\n\nVALUE = 1 / 0\n")
+    broken = plan(folder, "broken", "--start-date", "2026-01-01", "--end-date", "2026-01-02")
+    assert broken.returncode != 0
+    message = broken.stderr[broken.stderr.index("Dag 'broken' could not be found") :]
+    assert "it may be in a file that failed to import:" in message
+    assert "broken_dag.py" in message
+    assert "ZeroDivisionError: division by zero" in message
+    assert "AirflowException" not in broken.stderr

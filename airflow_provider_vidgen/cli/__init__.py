@@ -22,6 +22,12 @@ def get_cli_commands() -> list[Any]:
             help="Plan one run instead of a range: an existing run id, or a logical date or run id to render as "
             "`airflow tasks render` does",
         ),
+        Arg(
+            ("--reprocess-behavior",),
+            choices=("none", "completed", "failed"),
+            help="As for `airflow backfill create`: whether dates that already have a finished run are run again "
+            "(default: none). A date whose run is in flight is never run again",
+        ),
         Arg(("-B", "--bundle-name"), help="The DAG bundle to read the DAG from", nargs="*"),
         Arg(
             ("--max-creates",),

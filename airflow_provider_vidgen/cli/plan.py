@@ -91,6 +91,8 @@ class Plan:
     dag_id: str
     runs: list[PlannedRun]
     items: list[Item] = field(default_factory=list)
+    # Dates of the range the backfill would not run: (logical date, existing run id, why)
+    not_run: list[tuple[str, str, str]] = field(default_factory=list)
 
     def _rows(self, key: Any) -> dict[Any, Row]:
         rows: dict[Any, Row] = {}
@@ -118,6 +120,10 @@ class Plan:
         return {
             "dag_id": self.dag_id,
             "runs": [{"run_id": run.run_id, "logical_date": _iso(run.logical_date)} for run in self.runs],
+            "not_run": [
+                {"logical_date": logical_date, "run_id": run_id, "reason": reason}
+                for logical_date, run_id, reason in self.not_run
+            ],
             "items": [asdict(item) for item in self.items],
             "by_task": [
                 {"task_id": task_id, "family": family, "model": model, **asdict(row)}
@@ -173,6 +179,63 @@ def runs_between(dag: Any, start: datetime, end: datetime) -> list[PlannedRun]:
             )
         )
     return runs
+
+
+def _no_create_reason(state: str, reprocess_behavior: str) -> str | None:
+    """Why ``airflow backfill create --reprocess-behavior R`` makes no run for a date with a run in ``state``."""
+    if state not in ("success", "failed"):
+        return f"a run is in flight ({state}): the backfill does not create one"
+    if reprocess_behavior == "none" or (reprocess_behavior == "failed" and state != "failed"):
+        return f"a run exists ({state}): the backfill does not re-run it (--reprocess-behavior {reprocess_behavior})"
+    return None
+
+
+def apply_existing_runs(
+    dag_id: str, runs: list[PlannedRun], reprocess_behavior: str = "none"
+) -> tuple[list[PlannedRun], list[tuple[str, str, str]]]:
+    """The runs a backfill would really run, given the runs of ``dag_id`` already in the metadata database.
+
+    As ``airflow backfill create`` does: a date whose latest run is in flight gets no run; a finished run
+    is left alone (``none``, or ``failed`` for a successful one), else cleared and run again, with its
+    own run id and conf. Only reads the database.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    kept: list[PlannedRun] = []
+    not_run: list[tuple[str, str, str]] = []
+    with create_session() as session:
+        for run in runs:
+            found = None
+            if run.logical_date is not None:
+                found = session.scalar(
+                    select(DagRun)
+                    .where(DagRun.dag_id == dag_id, DagRun.logical_date == run.logical_date)
+                    .order_by(DagRun.start_date.is_(None), DagRun.start_date.desc())
+                    .limit(1)
+                )
+            if found is None:
+                kept.append(run)
+                continue
+            state = str(getattr(found.state, "value", found.state))
+            reason = _no_create_reason(state, reprocess_behavior)
+            if reason is not None:
+                not_run.append((run.label, found.run_id, reason))
+                continue
+            kept.append(  # cleared: its tasks run again in the existing run
+                PlannedRun(
+                    run_id=found.run_id,
+                    logical_date=found.logical_date,
+                    data_interval_start=found.data_interval_start,
+                    data_interval_end=found.data_interval_end,
+                    run_after=found.run_after,
+                    run_type=str(getattr(found.run_type, "value", found.run_type)),
+                    conf=found.conf or None,
+                )
+            )
+        session.rollback()
+    return kept, not_run
 
 
 def run_for(dag: Any, value: str) -> PlannedRun:
@@ -443,6 +506,10 @@ def render_text(plan: Plan) -> str:
     runs = plan.runs
     span = f"{runs[0].label} .. {runs[-1].label}" if len(runs) > 1 else (runs[0].label if runs else "no run")
     lines = [f"Plan for {plan.dag_id}: {len(runs)} run(s), {span}", ""]
+    if plan.not_run:
+        lines.append(f"Not run by the backfill ({len(plan.not_run)} date(s), nothing planned for them):")
+        lines += [f"  {logical_date} ({run_id}): {reason}" for logical_date, run_id, reason in plan.not_run]
+        lines.append("")
     if not plan.items:
         lines.append("No vidgen create task in these runs: nothing would be created.")
         return "\n".join(lines)
@@ -484,18 +551,25 @@ def load_dag(dag_id: str, bundle_names: list[str] | None = None) -> Any:
     """Parse ``dag_id`` from the configured DAG bundles (as ``get_bagged_dag``, without saving it to the DB)."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import BundleDagBag
-    from airflow.exceptions import AirflowException
     from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
 
     manager = DagBundlesManager()
     bundles = [manager.get_bundle(name) for name in bundle_names] if bundle_names else manager.get_all_dag_bundles()
+    import_errors: dict[str, str] = {}
     for bundle in bundles:
         bundle.initialize()
         with _airflow_parsing_context_manager(dag_id=dag_id):
             dagbag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
         if dag := dagbag.dags.get(dag_id):
             return dag
-    raise AirflowException(f"Dag {dag_id!r} could not be found; either it does not exist or it failed to parse.")
+        import_errors.update(dagbag.import_errors)
+    message = f"Dag {dag_id!r} could not be found in the DAG bundles"
+    if not import_errors:
+        raise SystemExit(message + ".")
+    from airflow.sdk.log import redact
+
+    failed = "\n".join(f"--- {path}:\n{str(error).rstrip()}" for path, error in sorted(import_errors.items()))
+    raise SystemExit(redact(f"{message}; it may be in a file that failed to import:\n{failed}"))
 
 
 def plan_command(args: Any) -> None:
@@ -510,17 +584,24 @@ def plan_command(args: Any) -> None:
         if args.max_creates is not None and args.max_creates < 0:
             raise SystemExit("--max-creates must be 0 or more")
         dag = load_dag(args.dag_id, args.bundle_name)
+        not_run: list[tuple[str, str, str]] = []
         if args.run_id:
             runs = [run_for(dag, args.run_id)]
         elif args.start_date and args.end_date:
             runs = runs_between(dag, timezone.parse(args.start_date), timezone.parse(args.end_date))
+            runs, not_run = apply_existing_runs(dag.dag_id, runs, getattr(args, "reprocess_behavior", None) or "none")
         else:
             raise SystemExit("Give --start-date and --end-date (a backfill's range), or --run-id")
         plan = build_plan(dag, runs)
+        plan.not_run = not_run
+        # A template may read a connection's password or a sensitive Variable: what rendering masks
+        # in a task's logs is masked here too.
+        from airflow.sdk.log import redact
+
         if args.json:
-            print(json.dumps(plan.as_json(args.max_creates), indent=2))
+            print(json.dumps(redact(plan.as_json(args.max_creates), max_depth=32), indent=2))
         else:
-            print(render_text(plan))
+            print(redact(render_text(plan)))
         refused = verdict(plan, args.max_creates)
         if refused:
             raise SystemExit(refused)

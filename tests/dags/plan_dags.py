@@ -4,6 +4,8 @@
   (skipped when that file exists); its duration renders to 20 seconds (out of range) on 2026-01-03.
 - ``variants``: StarVideos mapped over a literal list of two prompts (two generations per run).
 - ``from_upstream``: Videos mapped over the prompts an upstream task returns (known at run time).
+
+``vidgen_plan_secrets``: templates that read the connection's password and a sensitive Variable.
 """
 
 from __future__ import annotations
@@ -41,3 +43,16 @@ with DAG(
         return ["a", "b", "c"]
 
     VideosCreateOperator.partial(task_id="from_upstream", model="videos_fast", duration=5).expand(prompt=prompts())
+
+with DAG(
+    dag_id="vidgen_plan_secrets",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+) as secrets_dag:
+    VideosCreateOperator(
+        task_id="reads_the_key", prompt="with {{ conn.vidgen_default.password }}", model="videos", duration=5
+    )
+    VideosCreateOperator(
+        task_id="reads_a_secret", prompt="p", model="videos", duration="{{ var.value.vidgen_api_key }}"
+    )
