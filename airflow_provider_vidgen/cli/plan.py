@@ -50,6 +50,19 @@ class PlannedRun:
     def label(self) -> str:
         return self.logical_date.isoformat() if self.logical_date else self.run_id
 
+    @classmethod
+    def of(cls, dag_run: Any) -> PlannedRun:
+        """The planned form of an existing DAG run (read, never changed)."""
+        return cls(
+            run_id=dag_run.run_id,
+            logical_date=dag_run.logical_date,
+            data_interval_start=dag_run.data_interval_start,
+            data_interval_end=dag_run.data_interval_end,
+            run_after=dag_run.run_after,
+            run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+            conf=dag_run.conf or None,
+        )
+
 
 @dataclass
 class Item:
@@ -224,15 +237,7 @@ def apply_existing_runs(
                 not_run.append((run.label, found.run_id, reason))
                 continue
             kept.append(  # cleared: its tasks run again in the existing run
-                PlannedRun(
-                    run_id=found.run_id,
-                    logical_date=found.logical_date,
-                    data_interval_start=found.data_interval_start,
-                    data_interval_end=found.data_interval_end,
-                    run_after=found.run_after,
-                    run_type=str(getattr(found.run_type, "value", found.run_type)),
-                    conf=found.conf or None,
-                )
+                PlannedRun.of(found)
             )
         session.rollback()
     return kept, not_run
@@ -252,15 +257,7 @@ def run_for(dag: Any, value: str) -> PlannedRun:
             dag_id=dag.dag_id, value=value, session=session
         )
         if found is not None:
-            return PlannedRun(
-                run_id=found.run_id,
-                logical_date=found.logical_date,
-                data_interval_start=found.data_interval_start,
-                data_interval_end=found.data_interval_end,
-                run_after=found.run_after,
-                run_type=str(getattr(found.run_type, "value", found.run_type)),
-                conf=found.conf or None,
-            )
+            return PlannedRun.of(found)
         session.rollback()
     logical_date = timezone.coerce_datetime(logical_date) if logical_date else None
     interval = _serialized(dag).timetable.infer_manual_data_interval(run_after=logical_date) if logical_date else None
