@@ -102,6 +102,20 @@ class Run:
     xcom: dict[tuple[str, int, str], Any]
     tasks: dict[tuple[str, int], tuple[str, int]]
 
+    @classmethod
+    def read(cls, done: subprocess.CompletedProcess[str], airflow_home: Path, dag_id: str) -> Run:
+        """What the newest run of ``dag_id`` left in ``airflow_home``'s database, with the command's output."""
+        db = airflow_home / "airflow.db"
+        run_id, state = latest_run(db, dag_id)
+        return cls(
+            done.returncode,
+            done.stdout + done.stderr,
+            run_id,
+            state,
+            run_xcoms(db, dag_id, run_id),
+            task_states(db, dag_id, run_id),
+        )
+
 
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -136,16 +150,7 @@ def dags_test_in(airflow_home: Path, vidgen_emulator: Emulator):  # type: ignore
             done = subprocess.run(
                 [AIRFLOW, "dags", "test", dag_id, logical_date], env=env, capture_output=True, text=True, timeout=300
             )
-            db = airflow_home / "airflow.db"
-            run_id, state = latest_run(db, dag_id)
-            return Run(
-                done.returncode,
-                done.stdout + done.stderr,
-                run_id,
-                state,
-                run_xcoms(db, dag_id, run_id),
-                task_states(db, dag_id, run_id),
-            )
+            return Run.read(done, airflow_home, dag_id)
 
         return run
 

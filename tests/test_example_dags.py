@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_vidgen.testing import Emulator, Fault, Timeline
-from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
 from tests.conftest import SECRET_KEY, Run, conn_json
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
@@ -78,16 +77,7 @@ def manual_run(dags_test: Any, airflow_home: Path, vidgen_emulator: Emulator):  
             text=True,
             timeout=300,
         )
-        db = airflow_home / "airflow.db"
-        run_id, state = latest_run(db, dag_id)
-        return Run(
-            done.returncode,
-            done.stdout + done.stderr,
-            run_id,
-            state,
-            run_xcoms(db, dag_id, run_id),
-            task_states(db, dag_id, run_id),
-        )
+        return Run.read(done, airflow_home, dag_id)
 
     return run
 

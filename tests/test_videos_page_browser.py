@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_vidgen.testing.airflow_db import latest_run, run_xcoms, task_states
 from airflow_provider_vidgen.testing.emulator import Emulator
 from tests.conftest import AIRFLOW, SECRET_KEY, Run, conn_json
 
@@ -137,12 +136,7 @@ def dags_test_in(airflow_home: Path) -> Iterator[Any]:
                 env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
                 command = [AIRFLOW, "dags", "test", dag_id, logical_date]
                 done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-                db = airflow_home / "airflow.db"
-                run_id, state = latest_run(db, dag_id)
-                return Run(
-                    done.returncode, done.stdout + done.stderr, run_id, state, run_xcoms(db, dag_id, run_id),
-                    task_states(db, dag_id, run_id),
-                )  # fmt: skip
+                return Run.read(done, airflow_home, dag_id)
 
             return run
 
