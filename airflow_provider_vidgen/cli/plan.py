@@ -25,7 +25,6 @@ from airflow_provider_vidgen.exceptions import VidgenError
 from airflow_provider_vidgen.saving import as_storage_path, check_destination
 
 Outcome = Literal["create", "skip", "invalid", "unknown"]
-OUTCOMES: tuple[Outcome, ...] = ("create", "skip", "invalid", "unknown")
 
 _XCOM_PULL_TASK = re.compile(r"xcom_pull\(\s*(?:task_ids\s*=\s*)?['\"]([^'\"]+)['\"]")
 
