@@ -568,10 +568,8 @@ class _VidgenCreateOperator(BaseOperator):
 class VideosCreateOperator(_VidgenCreateOperator):
     """Create a Videos generation; push its id (``projectId``); optionally wait for it.
 
-    The XComs and the options every create operator has (``vidgen_conn_id``, ``wait_for_completion``,
-    ``poll_interval``, ``timeout``, ``max_consecutive_failures``, ``deferrable``, ``durable``,
-    ``retry_on_unknown_create_outcome``, ``output_path``, ``if_output_exists``): see
-    :class:`_VidgenCreateOperator`.
+    The XComs and the options every create operator has (``wait_for_completion``, ``output_path``,
+    ``durable``, ...): see :class:`_VidgenCreateOperator`.
 
     :param prompt: What to generate; non-empty, at most 1500 characters. Templated.
     :param duration: Seconds of video, 4 to 15. Templated.
@@ -637,7 +635,8 @@ class VideosCreateOperator(_VidgenCreateOperator):
 class StarVideosCreateOperator(_VidgenCreateOperator):
     """Create a StarVideos generation; push its id; optionally wait for it.
 
-    The XComs and the options every create operator has: see :class:`_VidgenCreateOperator`.
+    The XComs and the options every create operator has (``wait_for_completion``, ``output_path``,
+    ``durable``, ...): see :class:`_VidgenCreateOperator`.
 
     :param prompt: What to generate; non-empty. Templated.
     :param duration: Seconds of video, 3 to 15 (default 5). Templated.
