@@ -118,9 +118,11 @@ class RetryPolicy:
         return backoff_delay(attempts, self.base_delay, self.max_delay, retry_after, rng)
 
     def next_delay(self, attempts: int, error: BaseException) -> float | None:
-        """Seconds to wait before sending again after ``attempts`` failed attempts, or ``None``:
-        ``error`` is not retryable or the attempts are spent (then raise :meth:`gave_up` for a
-        retryable one, ``error`` itself otherwise).
+        """Seconds to wait before sending again after ``attempts`` failed attempts, ``None`` when the
+        request is not sent again (``error`` is not retryable, or the attempts are spent).
+
+        A loop that drives its own sleeps (the trigger's) asks this after each failure; on ``None`` it
+        reports :meth:`gave_up` for a retryable ``error``, ``error`` itself otherwise.
 
         :param attempts: Failed attempts so far, ``error``'s included.
         :param error: The last failure.
