@@ -25,6 +25,7 @@ from airflow_provider_vidgen import protocol
 from airflow_provider_vidgen.connection import USER_AGENT, ConnectionSettings
 from airflow_provider_vidgen.exceptions import VidgenTransientError
 from airflow_provider_vidgen.models import GenerationResult
+from airflow_provider_vidgen.retry_policy import SendAgain
 
 #: Most connections the shared pool opens to one host; further requests wait for a free one.
 POOL_SIZE = 100
@@ -111,7 +112,9 @@ class ResultReader:
 
         :param session: The shared session.
         :param end_time: The wait's deadline (unix seconds): the socket timeouts are clipped to it.
-        :raises VidgenError: the same classes as ``VidgenHook.get_result``.
+        :raises SendAgain: a failure after which reading again may succeed (connection, timeout, 408,
+            429, 5xx, malformed answer), as ``VidgenHook.get_result`` retries them.
+        :raises VidgenError: the others, the same classes as ``VidgenHook.get_result``.
         """
         secret = self.settings.api_key
         try:
@@ -123,9 +126,12 @@ class ResultReader:
                 retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             reason = protocol.redact(str(exc), secret) or "no detail"
-            raise VidgenTransientError(f"{self.what}: {type(exc).__name__}: {reason}") from None
+            raise SendAgain(f"{self.what}: {type(exc).__name__}: {reason}") from None
         body = raw.decode("utf-8", "replace")
         error = protocol.error_for_answer(status, body, self.what, secret, retry_after)
-        if error is not None:
-            raise error
-        return protocol.parse_result(status, body, self.generation_id, secret, what=self.what)
+        try:
+            if error is not None:
+                raise error
+            return protocol.parse_result(status, body, self.generation_id, secret, what=self.what)
+        except VidgenTransientError as err:  # a read: sending it again is safe
+            raise SendAgain(str(err), err.http_status, err.retry_after) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.utils
 import functools
 import json
-import random
 import re
 import time
 from typing import Any
@@ -34,13 +33,27 @@ VIDEOS_CREATE_PATH = "/v1/videos/videos"
 STARVIDEOS_CREATE_PATH = "/v1/starvideos/videos"
 RESULT_PATH = "/v1/result/{id}"
 
-#: HTTP statuses after which a request may be sent again: the server did not act on it (429, 408)
-#: or, for reads only, the failure is likely to pass (5xx).
 RATE_LIMITED = 429
 REQUEST_TIMEOUT = 408
+#: HTTP statuses that say the server did not act on the request: sending it again is safe, also for a create.
+NOT_ACTED_ON = frozenset({RATE_LIMITED, REQUEST_TIMEOUT})
 BODY_EXCERPT_CHARS = 300
 #: The longest ``Retry-After`` honoured, seconds; a server asking for more gets this.
 MAX_RETRY_AFTER = 600.0
+
+
+def not_acted_on(status: int) -> bool:
+    """Whether an HTTP status says the server did not act on the request (408, 429)."""
+    return status in NOT_ACTED_ON
+
+
+def transient_status(status: int) -> bool:
+    """Whether an HTTP error status may pass when the request is sent again: 408 and 429 (the server
+    did not act on it) and any 5xx (for a read; after a create's 5xx its outcome is unknown).
+
+    The one classification of statuses, for API answers and the video host's alike.
+    """
+    return not_acted_on(status) or status >= 500
 
 
 def result_path(generation_id: str) -> str:
@@ -131,27 +144,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
-def backoff_delay(
-    attempt: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
-) -> float:
-    """Delay before retry number ``attempt`` (1-based): full-jitter exponential backoff.
-
-    A ``Retry-After`` from the server is a floor: the delay is never shorter than what it asked for.
-    """
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    delay = (rng or random).uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
-
-
-def gave_up(last: BaseException, attempts: int) -> VidgenTransientError:
-    """The error once a request's retries are spent (the same words for the hook and the trigger)."""
-    return VidgenTransientError(
-        f"{last} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})", getattr(last, "http_status", None)
-    )
-
-
 def _json(body: str) -> Any:
     try:
         return json.loads(body)
@@ -180,7 +172,7 @@ def error_for_status(
             json_body=isinstance(payload, dict),
             api_message=redact(message, secret) if isinstance(message, str) else None,
         )
-    if status in (RATE_LIMITED, REQUEST_TIMEOUT) or status >= 500:
+    if transient_status(status):
         return VidgenTransientError(detail, status, retry_after)
     return VidgenRequestRejectedError(detail, status)
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowFailException
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_vidgen import metrics, protocol
 from airflow_provider_vidgen.connection import USER_AGENT, ConnectionSettings
@@ -32,6 +31,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenValidationError,
 )
 from airflow_provider_vidgen.models import GenerationResult
+from airflow_provider_vidgen.retry_policy import RetryPolicy, SendAgain, gave_up_after
 from airflow_provider_vidgen.waiting import Log
 
 if TYPE_CHECKING:
@@ -76,15 +76,7 @@ class VidgenNotAVideoError(VidgenError):
     """
 
 
-class _Retry(VidgenTransientError):
-    """A failed download attempt that another attempt may fix."""
-
-    def __init__(self, message: str, refresh_url: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.refresh_url = refresh_url
-
-
-class _NotAVideo(_Retry):
+class _NotAVideo(SendAgain):
     """A 200 answer that is not a video: tried once more with a fresh URL, then the save fails."""
 
     def __init__(self, message: str) -> None:
@@ -214,21 +206,20 @@ class VideoSaver:
         validate_if_exists_option(if_exists)
         check_destination(destination)
         result = self._completed(generation_id, get_result)
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.max_retries + 1),
-            wait=lambda state: protocol.backoff_delay(
-                state.attempt_number,
-                self.settings.retry_base_delay,
-                self.settings.retry_max_delay,
-                getattr(state.outcome.exception() if state.outcome else None, "retry_after", None),
+
+        def gave_up(last: BaseException, attempts: int) -> BaseException:
+            if isinstance(last, _NotAVideo):
+                return self._not_a_video(generation_id, last, fresh_url_tried=False)
+            return VidgenTransientError(
+                f"Could not download the video of generation {generation_id} to {destination}: {last} "
+                f"({gave_up_after(attempts)}; nothing was left at the destination)"
+            )
+
+        retrying = RetryPolicy.from_settings(self.settings).retrying(
+            on_retry=lambda attempts, last, _delay: self.log.warning(
+                "Download of generation %s failed (attempt %d): %s; retrying", generation_id, attempts, last
             ),
-            retry=retry_if_exception_type(_Retry),
-            before_sleep=lambda state: self.log.warning(
-                "Download of generation %s failed (attempt %d): %s; retrying",
-                generation_id,
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else None,
-            ),
+            give_up=gave_up,
         )
         refresh = False
         not_a_video = 0
@@ -245,17 +236,9 @@ class VideoSaver:
                             raise self._not_a_video(generation_id, err, fresh_url_tried=True) from None
                         refresh = True
                         raise
-                    except _Retry as err:
+                    except SendAgain as err:
                         refresh = err.refresh_url
                         raise
-        except RetryError as err:
-            last = err.last_attempt.exception()
-            if isinstance(last, _NotAVideo):
-                raise self._not_a_video(generation_id, last, fresh_url_tried=False) from None
-            raise VidgenTransientError(
-                f"Could not download the video of generation {generation_id} to {destination}: {last} "
-                f"(gave up after {err.last_attempt.attempt_number} attempts; nothing was left at the destination)"
-            ) from None
         except _Exists:
             if if_exists == "fail":
                 raise VidgenOutputExistsError(
@@ -320,10 +303,10 @@ class VideoSaver:
                 response = session.get(url, stream=True, timeout=(self.settings.connect_timeout, self.settings.timeout))
                 with response:
                     if response.status_code in EXPIRED_STATUSES:
-                        raise _Retry(f"GET {where}: HTTP {response.status_code} (expired URL?)", refresh_url=True)
-                    if response.status_code in (408, 429) or response.status_code >= 500:
+                        raise SendAgain(f"GET {where}: HTTP {response.status_code} (expired URL?)", refresh_url=True)
+                    if protocol.transient_status(response.status_code):
                         retry_after = protocol.parse_retry_after(response.headers.get("Retry-After"))
-                        raise _Retry(f"GET {where}: HTTP {response.status_code}", retry_after=retry_after)
+                        raise SendAgain(f"GET {where}: HTTP {response.status_code}", retry_after=retry_after)
                     if response.status_code >= 400:
                         raise VidgenError(f"GET {where}: HTTP {response.status_code}")
                     expected = response.headers.get("Content-Length")
@@ -342,18 +325,18 @@ class VideoSaver:
                     received = response.raw.tell() if encoding not in ("", "identity") else size
             if expected is not None and expected.isdigit():
                 if int(expected) != received:
-                    raise _Retry(f"GET {where}: got {received} of {expected} bytes")
+                    raise SendAgain(f"GET {where}: got {received} of {expected} bytes")
             elif boxes is not None and not boxes.complete():
                 # No length announced: a connection closed early looks like the end of the body, but an
                 # MP4 ends exactly where its last top-level box does.
-                raise _Retry(f"GET {where}: the body ends inside an MP4 box (got {size} bytes, no Content-Length)")
+                raise SendAgain(f"GET {where}: the body ends inside an MP4 box (got {size} bytes, no Content-Length)")
             _move_into_place(temporary, destination, replace)
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             self._discard(temporary)  # e.g. a redirect to a non-http(s) URL: retrying cannot help
             raise VidgenError(f"GET {where}: {type(exc).__name__}: refusing to follow it") from None
         except requests.RequestException as exc:
             self._discard(temporary)
-            raise _Retry(f"GET {where}: {type(exc).__name__}") from None
+            raise SendAgain(f"GET {where}: {type(exc).__name__}") from None
         except BaseException:
             self._discard(temporary)
             raise

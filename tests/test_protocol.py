@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from email.utils import formatdate
 
@@ -110,16 +109,6 @@ def test_parse_retry_after() -> None:
     now = time.time()
     assert 9 <= protocol.parse_retry_after(formatdate(now + 10, usegmt=True), now=now) <= 10  # type: ignore[operator]
     assert protocol.parse_retry_after(formatdate(now - 100, usegmt=True), now=now) == 0
-
-
-def test_backoff_grows_is_capped_jittered_and_honours_retry_after() -> None:
-    rng = random.Random(1)
-    delays = [protocol.backoff_delay(n, 1.0, 8.0, rng=rng) for n in range(1, 8)]
-    for attempt, delay in enumerate(delays, start=1):
-        ceiling = min(8.0, 2 ** (attempt - 1))
-        assert ceiling / 2 <= delay <= ceiling
-    assert len({round(d, 6) for d in delays}) == len(delays)  # jitter: no two alike
-    assert protocol.backoff_delay(1, 1.0, 8.0, retry_after=30) == 30
 
 
 def test_retry_after_is_capped() -> None:

@@ -25,6 +25,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenUnknownFamilyError,
 )
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+from airflow_provider_vidgen.retry_policy import RetryPolicy, SendAgain
 
 if TYPE_CHECKING:
     # requests is imported when the hook first talks to the API, not on every DAG parse (~0.1 s).
@@ -49,10 +50,6 @@ PLAIN_HTTP_HINT = (
     "the host speaks plain HTTP, not TLS: the Base URL is https:// (assumed when it has no scheme); "
     "use http:// for a loopback host"
 )
-
-
-class _Retry(VidgenTransientError):
-    """A failure after which sending the same request again is safe."""
 
 
 def _speaks_plain_http(exc: BaseException) -> bool:
@@ -250,36 +247,21 @@ class VidgenHook(BaseHook):
         With a ``deadline`` (``time.monotonic()`` value) no retry sleeps past it and each request's
         timeouts are clipped to the time left.
         """
-        settings = self.settings
         what = f"{method} {path}"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._send_once(method, path, parse, json, create, self._timeouts(deadline))
-            except _Retry as err:
-                last = err
-            if attempt > settings.max_retries:
-                raise protocol.gave_up(last, attempt) from None
-            delay = protocol.backoff_delay(
-                attempt, settings.retry_base_delay, settings.retry_max_delay, last.retry_after
-            )
-            if deadline is not None and delay >= deadline - self._clock():
-                raise VidgenTransientError(
-                    f"{last} (gave up after {attempt} attempt{'s' if attempt > 1 else ''}: the next retry, due in "
-                    f"{delay:.1f}s, would start after the wait's deadline, {max(0.0, deadline - self._clock()):.1f}s "
-                    f"from now)",
-                    last.http_status,
-                ) from None
-            self.log.warning(
+        retrying = RetryPolicy.from_settings(self.settings).retrying(
+            deadline=deadline,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_retry=lambda attempts, last, delay: self.log.warning(
                 "%s failed (attempt %d of %d): %s; retrying in %.1fs",
                 what,
-                attempt,
-                settings.max_retries + 1,
+                attempts,
+                self.settings.max_retries + 1,
                 last,
                 delay,
-            )
-            self._sleep(delay)
+            ),
+        )
+        return retrying(lambda: self._send_once(method, path, parse, json, create, self._timeouts(deadline)))
 
     def _timeouts(self, deadline: float | None) -> tuple[float, float]:
         """(connect, read) timeouts of one request, clipped to the time left before ``deadline``."""
@@ -344,7 +326,7 @@ class VidgenHook(BaseHook):
                 if create:
                     # A 2xx we cannot read may still have created the task.
                     raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(err))) from None
-                raise _Retry(str(err), status) from None
+                raise SendAgain(str(err), status) from None
             except VidgenAPIError as err:
                 if create and not protocol.create_refused(err):
                     # An error envelope whose code does not say "refused": a task may exist.
@@ -357,10 +339,10 @@ class VidgenHook(BaseHook):
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
         if not isinstance(error, VidgenTransientError):
             raise error
-        if create and status not in (protocol.RATE_LIMITED, protocol.REQUEST_TIMEOUT):
+        if create and not protocol.not_acted_on(status):
             # A 5xx after the request was sent: the task may exist.
             raise VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(str(error)))
-        raise _Retry(str(error), status, retry_after)
+        raise SendAgain(str(error), status, retry_after)
 
     def _transport_error(self, exc: BaseException, record: SendRecord, what: str, create: bool) -> VidgenError:
         """The error for a request that got no answer, classified by how far the request got.
@@ -396,16 +378,18 @@ class VidgenHook(BaseHook):
             # The request did not go through the recording connections (e.g. a SOCKS proxy): only
             # the failures whose class proves that no connection was made count as "nothing sent".
             return (
-                _Retry(reason) if not create else VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason))
+                SendAgain(reason)
+                if not create
+                else VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason))
             )
         if not record.bytes_sent:
             if _speaks_plain_http(exc):
                 # Every retry would fail the same way, and nothing was sent: say what to change.
                 return VidgenConfigError(f"{reason} - {PLAIN_HTTP_HINT}")
             stage = "during the TLS handshake" if record.connecting and not record.connected else "before sending"
-            return _Retry(f"{reason} (failed {stage}: nothing was sent, so sending again is safe)")
+            return SendAgain(f"{reason} (failed {stage}: nothing was sent, so sending again is safe)")
         if not create:
-            return _Retry(reason)
+            return SendAgain(reason)
         return VidgenCreateOutcomeUnknownError(self._unknown_outcome_message(reason))
 
     def _unknown_outcome_message(self, reason: str) -> str:

@@ -18,7 +18,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
     from airflow_provider_vidgen.connection import ConnectionSettings
-    from airflow_provider_vidgen.exceptions import VidgenError
     from airflow_provider_vidgen.waiting import WaitTracker
 
 #: The same default as ``airflow_provider_vidgen.waiting.DEFAULT_MAX_CONSECUTIVE_FAILURES`` (not
@@ -31,6 +30,7 @@ _RUNTIME_MODULES = (
     "airflow_provider_vidgen.async_client",
     "airflow_provider_vidgen.events",
     "airflow_provider_vidgen.protocol",
+    "airflow_provider_vidgen.retry_policy",
     "airflow_provider_vidgen.waiting",
 )
 _runtime_loaded = False
@@ -238,10 +238,10 @@ class VideoGenerationTrigger(BaseTrigger):
         return time.time() - self.started_at > self.poll_interval
 
     async def _wait(self) -> dict[str, Any]:
-        from airflow_provider_vidgen import protocol
         from airflow_provider_vidgen.async_client import ResultReader, shared_session
         from airflow_provider_vidgen.events import make_event
-        from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
+        from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError
+        from airflow_provider_vidgen.retry_policy import RetryPolicy
         from airflow_provider_vidgen.waiting import WaitTracker
 
         restarted = self._restarted()
@@ -261,6 +261,7 @@ class VideoGenerationTrigger(BaseTrigger):
         except VidgenError as err:
             return make_event("error", self.generation_id, error=err)
         reader = ResultReader(settings, self.generation_id)
+        policy = RetryPolicy.from_settings(settings)  # the same policy as VidgenHook.get_result
         delay = self._first_delay(restarted)
         attempt = 0  # failed reads within the current poll: retried like the hook retries them
         async with shared_session() as session:
@@ -277,13 +278,13 @@ class VideoGenerationTrigger(BaseTrigger):
                 try:
                     result = await reader.read(session, self.end_time)
                 except VidgenError as err:
-                    if isinstance(err, VidgenTransientError) and attempt < settings.max_retries:
-                        # The same policy as VidgenHook.get_result: backoff (and Retry-After) within the poll.
-                        attempt += 1
-                        delay = self._backoff(attempt, err, settings)
+                    attempt += 1
+                    retry_in = policy.next_delay(attempt, err)  # backoff (and Retry-After) within the poll
+                    if retry_in is not None:
+                        delay = retry_in
                         continue
-                    if isinstance(err, VidgenTransientError):
-                        err = protocol.gave_up(err, attempt + 1)
+                    if policy.retryable(err):
+                        err = policy.gave_up(err, attempt)
                     attempt = 0
                     try:
                         tracker.on_error(err)  # one failed poll, as in the synchronous wait
@@ -312,14 +313,6 @@ class VideoGenerationTrigger(BaseTrigger):
 
     def _next_poll(self) -> float:
         return self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
-
-    @staticmethod
-    def _backoff(attempt: int, err: VidgenError, settings: ConnectionSettings) -> float:
-        from airflow_provider_vidgen import protocol
-        from airflow_provider_vidgen.exceptions import VidgenTransientError
-
-        retry_after = err.retry_after if isinstance(err, VidgenTransientError) else None
-        return protocol.backoff_delay(attempt, settings.retry_base_delay, settings.retry_max_delay, retry_after)
 
 
 __all__ = ["VideoGenerationTrigger"]
