@@ -198,6 +198,7 @@ def test_plain_http_to_remote_host_refused_before_sending(monkeypatch: pytest.Mo
     ids=["503", "500", "429", "dropped", "malformed"],
 )
 def test_result_retried_after_transient_faults(hook: VidgenHook, emulator_conn: Emulator, fault: Fault) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=600))  # still queued however slowly the retries run
     generation_id = hook.create(VIDEOS)
     emulator_conn.add_fault(fault)
     assert hook.get_result(generation_id).status == "queued"
@@ -207,6 +208,7 @@ def test_result_retried_after_transient_faults(hook: VidgenHook, emulator_conn: 
 def test_result_retried_after_read_timeout(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, timeout=0.2))
     hook = VidgenHook()
+    emulator_conn.set_timeline(Timeline(queued_for=600))  # still queued however slowly the retry runs
     generation_id = hook.create(VIDEOS)
     emulator_conn.add_fault(Fault(kind="delay", delay=1.0, endpoint="result"))
     assert hook.get_result(generation_id).status == "queued"
