@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
-    from airflow_provider_vidgen.waiting import WaitTracker
+    from airflow_provider_vidgen.waiting import GenerationWait
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ SAVED_BYTES = f"{PREFIX}.saved.bytes"
 SAVED_VIDEOS = f"{PREFIX}.saved.videos"
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-#: The poll time of the last in-progress status a wait saw (an attribute of the WaitTracker).
+#: The poll time of the last in-progress status a wait saw (an attribute of the GenerationWait).
 _LAST_IN_PROGRESS = "_vidgen_last_in_progress_at"
 
 
@@ -108,7 +108,7 @@ def counting_create(request: VideosRequest | StarVideosRequest) -> Iterator[None
     incr(CREATE, family=family, model=request.model)
 
 
-def poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
+def poll_result(tracker: GenerationWait, result: GenerationResult) -> None:
     """One successful status read of a wait: a finished generation counts, with its timers."""
     try:
         _poll_result(tracker, result)
@@ -116,7 +116,7 @@ def poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
         log.debug("wait metrics not sent: %s", err)
 
 
-def _poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
+def _poll_result(tracker: GenerationWait, result: GenerationResult) -> None:
     now = tracker.clock()
     if not (result.is_failed or (result.is_completed and result.video_url)):
         if not result.is_completed:

@@ -73,7 +73,7 @@ def test_operator_pushes_id_then_defers_with_absolute_deadline(
     assert kwargs["generation_id"] == generation_id
     assert kwargs["vidgen_conn_id"] == "vidgen_default"
     assert kwargs["poll_interval"] == 0.05
-    assert before + 600 <= kwargs["end_time"] <= time.time() + 600
+    assert before + 600 <= trigger.end_time <= time.time() + 600
     assert len(emulator_conn.creates()) == 1
 
 

@@ -1,4 +1,4 @@
-"""WaitTracker / wait_for_generation: decisions, failure budget, timeout, status-change logging."""
+"""GenerationWait / wait_for_generation: decisions, failure budget, timeout, status-change logging."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenWaitTimeoutError,
 )
 from airflow_provider_vidgen.models import GenerationResult
-from airflow_provider_vidgen.waiting import WaitTracker, wait_for_generation
+from airflow_provider_vidgen.waiting import GenerationWait, wait_for_generation
 
 
 class FakeClock:
@@ -140,14 +140,14 @@ def test_fatal_errors_end_the_wait_at_once(error: Exception) -> None:
 
 
 def test_unknown_status_is_not_success_and_keeps_waiting(caplog: pytest.LogCaptureFixture) -> None:
-    tracker = WaitTracker("g1")
+    tracker = GenerationWait("g1", poll_interval=30, timeout=3600)
     assert tracker.on_result(result("succeeded", video_url="https://cdn/v.mp4")) is None
     assert tracker.on_result(result("COMPLETED", video_url="https://cdn/v.mp4")) is None
     assert "not documented" in caplog.text
 
 
 def test_completed_without_url_is_not_success() -> None:
-    tracker = WaitTracker("g1", max_consecutive_failures=1)
+    tracker = GenerationWait("g1", poll_interval=30, timeout=3600, max_consecutive_failures=1)
     assert tracker.on_result(result("completed")) is None
     with pytest.raises(VidgenTransientError, match="no video_url"):
         tracker.on_result(result("completed"))
@@ -158,16 +158,26 @@ def test_elapsed_times_count_from_the_generations_created_timestamp(caplog: pyte
     caplog.set_level(logging.INFO)
     wall = FakeClock()
     wall.now = 1_000_091.2
-    tracker = WaitTracker("g1", clock=FakeClock(), wall_clock=wall)  # this wait began "now" (0 s elapsed)
-    tracker.last_status = "queued"
+    # This wait began "now" (0 s elapsed), having seen "queued" (in another process).
+    tracker = GenerationWait(
+        "g1", poll_interval=30, timeout=3600, last_status="queued", clock=FakeClock(), wall_clock=wall
+    )
     assert tracker.on_result(result("processing", created=1_000_000)) is None
     assert "Generation g1: queued -> processing after 91.2s" in caplog.text
 
 
 def test_a_resumed_wait_logs_its_first_status_not_a_transition(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    tracker = WaitTracker("g1", clock=FakeClock(), wall_clock=lambda: 1_000_030.0, resumed=True)
-    tracker.last_status = "queued"  # what the task saw before deferring; another process may have logged more
+    # "queued": what the task saw before deferring; another process may have logged more.
+    tracker = GenerationWait(
+        "g1",
+        poll_interval=30,
+        timeout=3600,
+        last_status="queued",
+        clock=FakeClock(),
+        wall_clock=lambda: 1_000_030.0,
+        resumed=True,
+    )
     tracker.on_result(result("processing", created=1_000_000))
     tracker.on_result(result("processing", created=1_000_000))
     tracker.on_result(result("completed", created=1_000_000, video_url="https://cdn/v.mp4"))
