@@ -422,3 +422,28 @@ def test_a_slow_read_does_not_run_past_the_deadline(emulator_conn: Emulator, mon
     (event,) = events
     assert event["status"] == "timeout"
     assert generation_id in event["message"]
+
+
+def test_a_trigger_serialized_by_the_previous_version_still_runs(emulator_conn: Emulator) -> None:
+    """A triggerer restarted after an upgrade rebuilds triggers from kwargs the previous version wrote."""
+    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2))
+    deferred_at = time.time() - 600  # the task deferred long ago: this is a restarted trigger
+    old_kwargs = {
+        "generation_id": generation_id,
+        "vidgen_conn_id": "vidgen_default",
+        "poll_interval": 0.05,
+        "end_time": time.time() + 20,
+        "max_consecutive_failures": 3,
+        "started_at": deferred_at,
+        "last_status": "queued",
+        "consecutive_failures": 1,
+    }
+    restarted = VideoGenerationTrigger(**old_kwargs)
+    assert restarted.end_time == old_kwargs["end_time"]
+    wait = restarted.load_wait()
+    assert wait.end_time == pytest.approx(old_kwargs["end_time"])
+    assert (wait.max_consecutive_failures, wait.consecutive_failures, wait.last_status) == (3, 1, "queued")
+    assert wait.resumed
+    event = run_one(restarted)
+    assert event["status"] == "completed"
+    assert event["generation_id"] == generation_id
