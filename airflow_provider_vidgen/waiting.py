@@ -524,3 +524,4 @@ def check_then_defer(
     from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
     task.defer(trigger=VideoGenerationTrigger.continuing(wait, vidgen_conn_id=vidgen_conn_id), method_name=method_name)
+    raise AssertionError("defer() always raises")  # pragma: no cover
