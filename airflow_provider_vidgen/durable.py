@@ -39,7 +39,8 @@ from airflow_provider_vidgen.exceptions import (
     VidgenNotFoundError,
     VidgenTransientError,
 )
-from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+from airflow_provider_vidgen.families import CreateRequest, family_of
+from airflow_provider_vidgen.models import GenerationResult
 
 #: The task_state_store key. Renaming it would make in-flight retries forget their generation.
 STATE_KEY = "vidgen_generation"
@@ -69,9 +70,12 @@ def _parse_timestamp(value: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-def request_fingerprint(request: VideosRequest | StarVideosRequest) -> str:
-    """SHA-256 of the API family and the validated JSON body: equal requests, equal fingerprints."""
-    family = "videos" if isinstance(request, VideosRequest) else "starvideos"
+def request_fingerprint(request: CreateRequest) -> str:
+    """SHA-256 of the API family's key and the validated JSON body: equal requests, equal fingerprints.
+
+    :raises VidgenUnknownFamilyError: ``request`` belongs to no API family.
+    """
+    family = family_of(request).key
     canonical = json.dumps({"family": family, "body": request.to_wire()}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

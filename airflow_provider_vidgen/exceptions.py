@@ -110,6 +110,13 @@ class VidgenConfigError(VidgenError, AirflowFailException):
     """The Airflow connection is unusable (no API key, clear-text URL to a remote host...)."""
 
 
+class VidgenUnknownFamilyError(VidgenError, AirflowFailException, TypeError):
+    """A request (or request class) that belongs to no API family of :mod:`airflow_provider_vidgen.families`.
+
+    Nothing is sent: a request is never guessed into another family's endpoint.
+    """
+
+
 class VidgenAPIError(VidgenError):
     """The API answered with an error.
 

@@ -21,12 +21,12 @@ from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from airflow_provider_vidgen.families import family_of_model
+
 #: The key of the run facet in the event's ``run.facets``.
 RUN_FACET_NAME = "vidgen"
 #: Attribute of the operator where what the task learnt (id, result, manifest) is kept for the lineage.
 _NOTES = "_vidgen_lineage"
-#: Operator attributes that hold input URLs (a URL or a list of URLs).
-INPUT_FIELDS = ("image", "last_frame_image", "reference_images", "reference_videos", "images")
 #: URI schemes named ``scheme://bucket`` (a spelling of the same store is mapped to the spec's scheme).
 _SCHEMES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
 #: Azure stores, named ``scheme://{container}@{account host}`` by the spec.
@@ -102,21 +102,27 @@ def _facet_class() -> type:
 
 
 def _urls(operator: Any) -> list[str]:
+    """The input URLs of a create operator's request (its family's input fields), as many as the API uses."""
+    family = getattr(operator, "family", None)
+    if family is None:
+        return []
     urls: list[str] = []
-    for field in INPUT_FIELDS:
+    for field in family.input_fields:
         value = getattr(operator, field, None)
         for url in [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []:
             if isinstance(url, str) and url.strip() and url not in urls:
                 urls.append(url.strip())
-    return urls[:2] if getattr(operator, "family", None) == "StarVideos" else urls  # StarVideos sends 2
+    return urls if family.max_input_urls is None else urls[: family.max_input_urls]
 
 
 def _mode(operator: Any) -> str | None:
-    request_class = getattr(operator, "request_class", None)
-    if request_class is None:
+    family = getattr(operator, "family", None)
+    if family is None:
         return None
     try:
-        return str(request_class.build(**{name: getattr(operator, name) for name in operator.request_fields}).mode)
+        return str(
+            family.request_class.build(**{name: getattr(operator, name) for name in operator.request_fields}).mode
+        )
     except Exception:  # the parameters were not valid: no mode to report
         return None
 
@@ -154,10 +160,8 @@ def operator_lineage(operator: Any, destination: Any = None) -> Any:
     uri = manifest.get("uri") or _planned_uri(destination)
     outputs = [Dataset(*dataset_name(uri))] if uri else []
     inputs = [Dataset(*dataset_name(url)) for url in _urls(operator)]
-    family = getattr(operator, "family", None)
     model = manifest.get("model") or (result.model if result is not None else None) or getattr(operator, "model", None)
-    if family is None and model:
-        family = "StarVideos" if str(model).startswith("starvideos") else "Videos"
+    family = getattr(operator, "family", None) or family_of_model(model)
     actual = manifest.get("actual_duration")
     if actual is None and result is not None:
         actual = result.actual_duration
@@ -166,7 +170,7 @@ def operator_lineage(operator: Any, destination: Any = None) -> Any:
         generationId=notes.get("generation_id")
         or manifest.get("generation_id")
         or getattr(operator, "generation_id", None),
-        family=family,
+        family=family.display_name if family is not None else None,
         model=model,
         mode=_mode(operator),
         duration=_int(getattr(operator, "duration", None)),

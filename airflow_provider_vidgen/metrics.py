@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+    from airflow_provider_vidgen.families import CreateRequest
+    from airflow_provider_vidgen.models import GenerationResult
     from airflow_provider_vidgen.waiting import GenerationWait
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,12 @@ def _segment(value: Any) -> str:
     return text[:64]
 
 
-def family_of_model(model: str | None) -> str:
-    """The API family a model belongs to (``unknown`` when the model is not known)."""
-    if not model:
-        return "unknown"
-    return "starvideos" if model.startswith("starvideos") else "videos" if model.startswith("videos") else "unknown"
+def _family_label(model: str | None) -> str:
+    """The key of the API family a model belongs to (``unknown`` when no family has the model)."""
+    from airflow_provider_vidgen.families import family_of_model
+
+    family = family_of_model(model)
+    return family.key if family is not None else "unknown"
 
 
 def _stats() -> Any:
@@ -88,11 +90,12 @@ def timing(name: str, seconds: float, **tags: Any) -> None:
 
 
 @contextmanager
-def counting_create(request: VideosRequest | StarVideosRequest) -> Iterator[None]:
+def counting_create(request: CreateRequest) -> Iterator[None]:
     """Count the outcome of the create sent inside the block: accepted, unknown outcome, or refused."""
     from airflow_provider_vidgen.exceptions import VidgenCreateOutcomeUnknownError, VidgenGenerationFailedError
+    from airflow_provider_vidgen.families import family_of
 
-    family = family_of_model(request.model)
+    family = family_of(request).key
     try:
         yield
     except VidgenGenerationFailedError:  # created (billed) and failed at once
@@ -122,7 +125,7 @@ def _poll_result(tracker: GenerationWait, result: GenerationResult) -> None:
         if not result.is_completed:
             setattr(tracker, _LAST_IN_PROGRESS, now)
         return
-    family, model = family_of_model(result.model), result.model
+    family, model = _family_label(result.model), result.model
     incr(COMPLETED if result.is_completed else FAILED, family=family, model=model)
     last_in_progress = getattr(tracker, _LAST_IN_PROGRESS, None)
     if last_in_progress is not None:  # unknown when the first read of this wait found it finished
@@ -139,6 +142,6 @@ def read_error(error: BaseException) -> None:
 def saved(manifest: dict[str, Any]) -> None:
     """A video written to object storage: its bytes and one video."""
     model = manifest.get("model")
-    family = family_of_model(model)
+    family = _family_label(model)
     incr(SAVED_VIDEOS, family=family, model=model)
     incr(SAVED_BYTES, int(manifest.get("bytes") or 0), family=family, model=model)

@@ -17,7 +17,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 CHUNK_BYTES = 1 << 20
 IF_EXISTS = ("overwrite", "skip", "fail")
-IfExists = Literal["overwrite", "skip", "fail"]
 
 #: Answers of the video host that mean "this URL is no longer good": ask the API for a fresh one.
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
@@ -128,8 +127,11 @@ def as_storage_path(destination: Any) -> ObjectStoragePath:
     return ObjectStoragePath(text)
 
 
-def check_if_exists(value: str, name: str = "if_exists") -> None:
-    """Reject an unknown ``if_exists`` / ``if_output_exists`` value."""
+def validate_if_exists_option(value: str, name: str = "if_exists") -> None:
+    """Reject an unknown value of the option ``if_exists`` / ``if_output_exists`` (not a check of the destination).
+
+    :raises VidgenValidationError: ``value`` is not one of :data:`IF_EXISTS`.
+    """
     if value not in IF_EXISTS:
         raise VidgenValidationError(f"{name}: must be one of {', '.join(IF_EXISTS)} (got {value!r})")
 
@@ -209,7 +211,7 @@ class VideoSaver:
         :raises VidgenNotAVideoError: the host answered something that is not a video, twice.
         :raises VidgenOutputExistsError: an object appeared at ``destination`` and ``if_exists`` is ``fail``.
         """
-        check_if_exists(if_exists)
+        validate_if_exists_option(if_exists)
         check_destination(destination)
         result = self._completed(generation_id, get_result)
         retrying = Retrying(

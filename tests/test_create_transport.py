@@ -410,12 +410,15 @@ def test_a_create_answered_with_a_redirect_is_an_unknown_outcome(monkeypatch: py
 def test_an_unexpected_error_reading_a_create_answer_is_an_unknown_outcome(
     emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_vidgen import protocol
+    import dataclasses
+
+    from airflow_provider_vidgen import families
 
     def broken(status: int, body: str, secret: str | None) -> str:
         raise KeyError("projectId")
 
-    monkeypatch.setattr(protocol, "parse_videos_create", broken)
+    videos = dataclasses.replace(families.VIDEOS, parse_create=broken)
+    monkeypatch.setattr(families, "FAMILIES", tuple(videos if f is families.VIDEOS else f for f in families.FAMILIES))
     with pytest.raises(VidgenCreateOutcomeUnknownError, match=r"KeyError while reading the answer"):
         VidgenHook().create(VIDEOS)
     assert len(emulator_conn.generations) == 1

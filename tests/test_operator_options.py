@@ -285,3 +285,20 @@ def test_the_write_check_of_a_local_output_path_leaves_nothing_behind(
     op.execute(context)
     assert sorted(p.name for p in target.parent.iterdir()) == ["video.mp4"]
     assert len(emulator_conn.creates()) == 1
+
+
+def test_the_shared_options_are_documented_once_on_the_base_and_each_operator_documents_its_request() -> None:
+    from airflow_provider_vidgen.operators.vidgen import (
+        _CREATE_OPTION_RULES,
+        StarVideosCreateOperator,
+        VideosCreateOperator,
+        _VidgenCreateOperator,
+    )
+
+    base = _VidgenCreateOperator.__doc__ or ""
+    assert all(f":param {name}:" in base for name in _CREATE_OPTION_RULES)
+    for operator in (VideosCreateOperator, StarVideosCreateOperator):
+        doc = operator.__doc__ or ""
+        assert all(f":param {name}:" in doc for name in operator.request_fields)
+        assert not any(f":param {name}:" in doc for name in _CREATE_OPTION_RULES)
+        assert ":class:`_VidgenCreateOperator`" in doc

@@ -22,14 +22,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from airflow_provider_vidgen.exceptions import VidgenError
-from airflow_provider_vidgen.models import StarVideosRequest, VideosRequest
 from airflow_provider_vidgen.saving import as_storage_path, check_destination
 
 Outcome = Literal["create", "skip", "invalid", "unknown"]
-OUTCOMES: tuple[Outcome, ...] = ("create", "skip", "invalid", "unknown")
-
-# StarVideos renders 5 seconds when the request names no duration (the API's default).
-STARVIDEOS_DEFAULT_SECONDS = 5
 
 _XCOM_PULL_TASK = re.compile(r"xcom_pull\(\s*(?:task_ids\s*=\s*)?['\"]([^'\"]+)['\"]")
 
@@ -321,7 +316,7 @@ def _is_create_operator(task: Any) -> bool:
 
 
 def _family(task: Any) -> str:
-    return str(getattr(task, "operator_class", type(task)).family)
+    return str(getattr(task, "operator_class", type(task)).family.display_name)
 
 
 def _map_count(task: Any) -> int | None:
@@ -407,13 +402,7 @@ def _plan_instance(task: Any, run: PlannedRun, map_index: int) -> Item:
         return item
     item.model = request.model
     item.request = request.to_wire()
-    item.seconds = (
-        request.duration
-        if isinstance(request, VideosRequest)
-        else (request.duration or STARVIDEOS_DEFAULT_SECONDS)
-        if isinstance(request, StarVideosRequest)
-        else None
-    )
+    item.seconds = rendered.family.seconds(request)
     item.outcome = "create"
     if rendered.output_path:
         try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_vidgen import metrics, protocol
+from airflow_provider_vidgen import families, metrics, protocol
 from airflow_provider_vidgen.connection import ConnectionSettings
 from airflow_provider_vidgen.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_vidgen.exceptions import (
@@ -22,6 +22,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenMalformedResponseError,
     VidgenNotFoundError,
     VidgenTransientError,
+    VidgenUnknownFamilyError,
 )
 from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     # requests is imported when the hook first talks to the API, not on every DAG parse (~0.1 s).
     import requests
 
+    from airflow_provider_vidgen.families import CreateRequest
     from airflow_provider_vidgen.hooks._transport import SendRecord
 
 T = TypeVar("T")
@@ -148,41 +150,36 @@ class VidgenHook(BaseHook):
 
     # -- API ----------------------------------------------------------------------------------
 
+    def create(self, request: CreateRequest) -> str:
+        """Create a generation (billed) at the endpoint of the family ``request`` belongs to; return its id.
+
+        :param request: A validated request of a family of :mod:`airflow_provider_vidgen.families`.
+        :raises VidgenUnknownFamilyError: ``request`` belongs to no family (nothing is sent).
+        """
+        return self._create(families.family_of(request), request)
+
     def create_videos(self, request: VideosRequest) -> str:
-        """Create a Videos generation task (billed) and return its generation id (``projectId``).
+        """Create a Videos generation (billed) and return its generation id (``projectId``); as :meth:`create`.
 
         :param request: The validated request.
         """
-        return self._request(
-            "POST",
-            protocol.VIDEOS_CREATE_PATH,
-            protocol.parse_videos_create,
-            json=request.to_wire(),
-            create=True,
-        )
+        return self._create(families.VIDEOS, request)
 
     def create_starvideos(self, request: StarVideosRequest) -> str:
-        """Create a StarVideos generation task (billed) and return its generation id.
+        """Create a StarVideos generation (billed) and return its generation id; as :meth:`create`.
 
         :param request: The validated request.
         """
-        return self._request(
-            "POST",
-            protocol.STARVIDEOS_CREATE_PATH,
-            protocol.parse_starvideos_create,
-            json=request.to_wire(),
-            create=True,
-        )
+        return self._create(families.STARVIDEOS, request)
 
-    def create(self, request: VideosRequest | StarVideosRequest) -> str:
-        """Create a generation of the family ``request`` belongs to; return its id.
-
-        :param request: A :class:`VideosRequest` or :class:`StarVideosRequest`.
-        """
-        with metrics.counting_create(request):
-            return (
-                self.create_videos(request) if isinstance(request, VideosRequest) else self.create_starvideos(request)
+    def _create(self, family: families.Family, request: CreateRequest) -> str:
+        if not isinstance(request, family.request_class):
+            raise VidgenUnknownFamilyError(
+                f"A {family.display_name} create takes a {family.request_class.__name__}, not a "
+                f"{type(request).__name__}; nothing was sent"
             )
+        with metrics.counting_create(request):
+            return self._request("POST", family.create_path, family.parse_create, json=request.to_wire(), create=True)
 
     def get_result(self, generation_id: str, *, deadline: float | None = None) -> GenerationResult:
         """Read the status (and, once completed, the video URL) of a generation.

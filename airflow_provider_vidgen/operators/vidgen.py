@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 from airflow_provider_vidgen import lineage, protocol
 from airflow_provider_vidgen.durable import (
     STATE_KEY,
+    Decision,
     decide,
     failed_record,
     in_flight_record,
@@ -28,9 +29,10 @@ from airflow_provider_vidgen.exceptions import (
     VidgenStateNotRecordedError,
     VidgenValidationError,
 )
+from airflow_provider_vidgen.families import STARVIDEOS, VIDEOS, CreateRequest, Family
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.links import VideoLink
-from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest, VideosRequest
+from airflow_provider_vidgen.models import GenerationResult, StarVideosRequest
 from airflow_provider_vidgen.saving import (
     IF_EXISTS,
     VideoSaver,
@@ -209,13 +211,38 @@ _warned_no_state_store = False
 class _VidgenCreateOperator(BaseOperator):
     """Shared behaviour of the create operators: validate, create, push the id, optionally wait.
 
-    Subclasses set ``request_class`` and ``request_fields`` (the operator attributes that make up
-    the request, named as the request model's fields).
+    Subclasses set ``family`` (the API family, :mod:`airflow_provider_vidgen.families`: its request
+    model, endpoint and create answer) and ``request_fields`` (the operator attributes that make up
+    the request, named as the request model's fields), and document those request parameters.
+
+    XCom: ``return_value`` and ``generation_id`` = the generation id, pushed right after creation;
+    with ``wait_for_completion``, also ``video_url`` and ``actual_duration``; with ``output_path``,
+    also ``output`` (the saved video's manifest).
+
+    The options of every create operator:
+
+    :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
+    :param wait_for_completion: Wait until the generation is ``completed`` (or fail if ``failed``).
+    :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
+    :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
+    :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
+    :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
+        Default: Airflow's ``[operators] default_deferrable``.
+    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
+        with its id after, so a later try of this task instance reconnects to it or reuses it instead
+        of creating (billing) another.
+    :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
+        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
+        retry the task and the retry create again (which may bill twice) instead of failing it
+        without retries.
+    :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
+        implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
+    :param if_output_exists: When ``output_path`` exists as the task starts: ``skip`` (create nothing,
+        bill nothing, push the existing object's manifest), ``overwrite`` or ``fail``.
     """
 
-    request_class: ClassVar[type[VideosRequest] | type[StarVideosRequest]]
+    family: ClassVar[Family]
     request_fields: ClassVar[tuple[str, ...]]
-    family: ClassVar[str]
     ui_color = "#f3e5f5"
     operator_extra_links = (VideoLink(),)
 
@@ -284,7 +311,7 @@ class _VidgenCreateOperator(BaseOperator):
         _check_one_file_per_mapped_task(values, "output_path", templated)
         params = {name: values[name] for name in cls.request_fields if name in values}
         unknown = (set(cls.request_fields) - set(params)) | _templated_names(params, cls.template_fields)
-        cls.request_class.check_known(params, unknown)
+        cls.family.request_class.check_known(params, unknown)
         return super().partial(**kwargs)
 
     def _validate_if_static(self) -> None:
@@ -292,18 +319,16 @@ class _VidgenCreateOperator(BaseOperator):
         # error. Jinja in a field that is not templated is never rendered: it fails here too.
         params = {name: getattr(self, name) for name in self.request_fields}
         unknown = {name for name in set(self.template_fields) & set(params) if _is_templated(params[name])}
-        self.request_class.check_known(params, unknown)
+        self.family.request_class.check_known(params, unknown)
 
-    def build_request(self) -> VideosRequest | StarVideosRequest:
-        """Validate the (rendered) parameters into the request model.
+    def build_request(self) -> CreateRequest:
+        """Validate the (rendered) parameters into the family's request model.
 
         :raises VidgenValidationError: a parameter breaks a rule of the API (no request is sent).
         """
-        request = self.request_class.build(**{name: getattr(self, name) for name in self.request_fields})
-        if isinstance(request, StarVideosRequest) and request.ignored_images:
-            self.log.warning(
-                "StarVideos uses only the first 2 images: %d more given, ignored and not sent", request.ignored_images
-            )
+        request: CreateRequest = self.family.request_class.build(
+            **{name: getattr(self, name) for name in self.request_fields}
+        )
         return request
 
     @cached_property
@@ -318,22 +343,58 @@ class _VidgenCreateOperator(BaseOperator):
             self.hook.close()
 
     def _create_and_maybe_wait(self, context: Context) -> str | None:
-        # Everything that can be wrong in the configuration fails here, before anything is billed.
+        request, output = self._prepare()
+        kept = self._existing_output(output)
+        if kept is not None:
+            self._keep_existing_output(context, output, kept)
+            return None
+        decision, generation_id = self._create_or_reconnect(request, context)
+        self._push_generation_id(context, generation_id)
+        if not self.wait_for_completion and output is None:
+            return generation_id
+        self._push_result(context, self._finished_result(decision, generation_id))
+        return generation_id
+
+    def _prepare(self) -> tuple[CreateRequest, Any]:
+        """The request and the ``output_path`` (or ``None``), from the rendered options.
+
+        Everything that can be wrong in the configuration fails here, before anything is billed.
+        """
         self._validate_options(rendered=True)
         request = self.build_request()
         output = as_storage_path(self.output_path) if self.output_path else None
-        kept = keep_existing(output, self.if_output_exists, "if_output_exists") if output is not None else None
-        if output is not None and kept is None:
-            check_local_output_writable(output)
-        if kept is not None:
-            self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
-            context["ti"].xcom_push(key=XCOM_OUTPUT, value=kept)
-            lineage.note(self, manifest=kept)
-            record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
+        return request, output
+
+    def _existing_output(self, output: Any) -> dict[str, Any] | None:
+        """The manifest of an ``output`` to keep (``if_output_exists='skip'``), else ``None``.
+
+        An ``output`` to write (a local one is checked to be writable) or no ``output`` gives ``None``.
+        """
+        if output is None:
             return None
+        kept = keep_existing(output, self.if_output_exists, "if_output_exists")
+        if kept is None:
+            check_local_output_writable(output)
+        return kept
+
+    def _keep_existing_output(self, context: Context, output: Any, kept: dict[str, Any]) -> None:
+        """End without creating: push the kept object's manifest as if it had just been saved."""
+        self.log.info("%s already exists (if_output_exists='skip'): nothing created, nothing billed", output)
+        context["ti"].xcom_push(key=XCOM_OUTPUT, value=kept)
+        lineage.note(self, manifest=kept)
+        record_asset_events(context, self.outlets, kept)  # Airflow emits them anyway
+
+    def _create_or_reconnect(self, request: CreateRequest, context: Context) -> tuple[Decision, str]:
+        """The durable decision and the generation id: an earlier try's (reconnect, reuse) or a new one's."""
         store = self._state_store(context)
         fingerprint = request_fingerprint(request)
-        # Before anything is billed: did an earlier try of this task instance create (or send) one?
+        decision = self._durable_decision(store, fingerprint)
+        if decision.generation_id is not None:
+            return decision, decision.generation_id
+        return decision, self._create(request, store, fingerprint, context)
+
+    def _durable_decision(self, store: Any, fingerprint: str) -> Decision:
+        """Before anything is billed: did an earlier try of this task instance create (or send) one?"""
         decision = decide(
             store.get(STATE_KEY) if store is not None else None,
             fingerprint,
@@ -342,30 +403,27 @@ class _VidgenCreateOperator(BaseOperator):
         )
         if store is not None:
             self.log.info("Durable create: %s", decision.reason)
-        if decision.generation_id is None:
-            generation_id = self._create(request, store, fingerprint, context)
-        else:
-            generation_id = decision.generation_id
-        # Pushed before any waiting, so the id survives a later failure of this task.
+        return decision
+
+    def _push_generation_id(self, context: Context, generation_id: str) -> None:
+        """Push the id (XCom ``generation_id``) before any waiting, so it survives a later failure of this task."""
         context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=generation_id)
         lineage.note(self, generation_id=generation_id)
-        if not self.wait_for_completion and output is None:
-            return generation_id
+
+    def _finished_result(self, decision: Decision, generation_id: str) -> GenerationResult:
+        """The completed result: the one a reuse decision read, else waited for (in the triggerer when deferrable)."""
         if decision.action == "reuse" and decision.result is not None:
-            result = decision.result
-        elif self.deferrable:
-            result = self._check_then_defer(generation_id)
-        else:
-            result = wait_for_generation(
-                self.hook.get_result,
-                generation_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-                max_consecutive_failures=self.max_consecutive_failures,
-                log=self.log,
-            )
-        self._push_result(context, result)
-        return generation_id
+            return decision.result
+        if self.deferrable:
+            return self._check_then_defer(generation_id)
+        return wait_for_generation(
+            self.hook.get_result,
+            generation_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            max_consecutive_failures=self.max_consecutive_failures,
+            log=self.log,
+        )
 
     def _state_store(self, context: Context) -> Any:
         """The task_state_store when ``durable`` (Airflow >= 3.3), else ``None`` (with a warning, once per process)."""
@@ -382,11 +440,9 @@ class _VidgenCreateOperator(BaseOperator):
             )
         return store
 
-    def _create(
-        self, request: VideosRequest | StarVideosRequest, store: Any, fingerprint: str, context: Context
-    ) -> str:
+    def _create(self, request: CreateRequest, store: Any, fingerprint: str, context: Context) -> str:
         """Send the create, with the in-flight marker written before and the id (or nothing) after."""
-        self.log.info("Creating %s generation: %s", self.family, request.summary())
+        self.log.info("Creating %s generation: %s", self.family.display_name, request.summary())
         if store is not None:
             # Before sending: a try that dies while the create is under way leaves this trace, so the
             # next try does not create blindly.
@@ -401,8 +457,7 @@ class _VidgenCreateOperator(BaseOperator):
             generation_id = self.hook.create(request)
         except VidgenGenerationFailedError as err:
             # The API created the task and answered it failed at once: billed, recorded, failed.
-            context["ti"].xcom_push(key=XCOM_GENERATION_ID, value=err.generation_id)
-            lineage.note(self, generation_id=err.generation_id)
+            self._push_generation_id(context, err.generation_id)
             if store is not None:
                 self._record(store, failed_record(err.generation_id, fingerprint, err.api_error))
             raise
@@ -419,7 +474,7 @@ class _VidgenCreateOperator(BaseOperator):
             if store is not None:
                 self._clear_marker(store)
             raise
-        self.log.info("Created %s generation %s", self.family, generation_id)
+        self.log.info("Created %s generation %s", self.family.display_name, generation_id)
         if store is not None:
             # Stored before any waiting or deferring, so every later try finds it.
             try:
@@ -505,11 +560,10 @@ class _VidgenCreateOperator(BaseOperator):
 
 
 class VideosCreateOperator(_VidgenCreateOperator):
-    """Create a Videos generation; push its id; optionally wait for it.
+    """Create a Videos generation; push its id (``projectId``); optionally wait for it.
 
-    XCom: ``return_value`` and ``generation_id`` = the generation id (``projectId``), pushed right
-    after creation; with ``wait_for_completion``, also ``video_url`` and ``actual_duration``; with
-    ``output_path``, also ``output`` (the saved video's manifest).
+    The XComs and the options every create operator has (``wait_for_completion``, ``output_path``,
+    ``durable``, ...): see :class:`_VidgenCreateOperator`.
 
     :param prompt: What to generate; non-empty, at most 1500 characters. Templated.
     :param duration: Seconds of video, 4 to 15. Templated.
@@ -520,24 +574,6 @@ class VideosCreateOperator(_VidgenCreateOperator):
     :param last_frame_image: Last-frame image URL (with ``image``). Templated.
     :param reference_images: Up to 4 reference image URLs. Templated.
     :param reference_videos: Up to 3 reference video URLs. Templated.
-    :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
-    :param wait_for_completion: Wait until the generation is ``completed`` (or fail if ``failed``).
-    :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
-    :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
-    :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
-    :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
-        Default: Airflow's ``[operators] default_deferrable``.
-    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
-        with its id after, so a later try of this task instance reconnects to it or reuses it instead
-        of creating (billing) another.
-    :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
-        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
-        retry the task and the retry create again (which may bill twice) instead of failing it
-        without retries.
-    :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
-        implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
-    :param if_output_exists: When ``output_path`` exists as the task starts: ``skip`` (create nothing,
-        bill nothing, push the existing object's manifest), ``overwrite`` or ``fail``.
     """
 
     template_fields: Sequence[str] = (
@@ -550,7 +586,7 @@ class VideosCreateOperator(_VidgenCreateOperator):
         "vidgen_conn_id",
         "output_path",
     )
-    request_class = VideosRequest
+    family = VIDEOS
     request_fields = (
         "model",
         "prompt",
@@ -562,7 +598,6 @@ class VideosCreateOperator(_VidgenCreateOperator):
         "reference_images",
         "reference_videos",
     )
-    family = "Videos"
 
     def __init__(
         self,
@@ -594,7 +629,8 @@ class VideosCreateOperator(_VidgenCreateOperator):
 class StarVideosCreateOperator(_VidgenCreateOperator):
     """Create a StarVideos generation; push its id; optionally wait for it.
 
-    XCom: as :class:`VideosCreateOperator`.
+    The XComs and the options every create operator has (``wait_for_completion``, ``output_path``,
+    ``durable``, ...): see :class:`_VidgenCreateOperator`.
 
     :param prompt: What to generate; non-empty. Templated.
     :param duration: Seconds of video, 3 to 15 (default 5). Templated.
@@ -602,30 +638,11 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
     :param ratio: ``16:9`` or ``9:16``.
     :param images: 0 (text-to-video), 1 (single image) or 2 (first/last frame) image URLs. The API
         uses only the first 2: any more are ignored and not sent, with a warning. Templated.
-    :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
-    :param wait_for_completion: Wait until the generation is ``completed`` (or fail if ``failed``).
-    :param poll_interval: Seconds between status reads while waiting (API advice: 30-60).
-    :param timeout: Longest wait, seconds or ``timedelta``; then the task fails, naming the id.
-    :param max_consecutive_failures: Transient status-read failures tolerated in a row while waiting.
-    :param deferrable: Wait in the triggerer instead of the worker (with ``wait_for_completion``).
-        Default: Airflow's ``[operators] default_deferrable``.
-    :param durable: Record each create in the task_state_store (Airflow >= 3.3), before it is sent and
-        with its id after, so a later try of this task instance reconnects to it or reuses it instead
-        of creating (billing) another.
-    :param retry_on_unknown_create_outcome: When a create may or may not have created a generation
-        (read timeout, 5xx, or an earlier try that ended while its create was under way), let Airflow
-        retry the task and the retry create again (which may bill twice) instead of failing it
-        without retries.
-    :param output_path: Save the finished video here (URI, local path or ``ObjectStoragePath``);
-        implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
-    :param if_output_exists: When ``output_path`` exists as the task starts: ``skip`` (create nothing,
-        bill nothing, push the existing object's manifest), ``overwrite`` or ``fail``.
     """
 
     template_fields: Sequence[str] = ("prompt", "duration", "images", "vidgen_conn_id", "output_path")
-    request_class = StarVideosRequest
+    family = STARVIDEOS
     request_fields = ("model", "prompt", "duration", "ratio", "images")
-    family = "StarVideos"
 
     def __init__(
         self,
@@ -644,6 +661,15 @@ class StarVideosCreateOperator(_VidgenCreateOperator):
         self.ratio = ratio
         self.images = images
         self._validate_if_static()
+
+    def build_request(self) -> CreateRequest:
+        """As the base class builds it; warns when images beyond the first 2 are left out (not sent)."""
+        request = super().build_request()
+        if isinstance(request, StarVideosRequest) and request.ignored_images:
+            self.log.warning(
+                "StarVideos uses only the first 2 images: %d more given, ignored and not sent", request.ignored_images
+            )
+        return request
 
 
 class VideoDownloadOperator(BaseOperator):

@@ -49,8 +49,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-#: Operators whose XComs are manifests of saved videos: (operator class name, XCom key).
-CREATE_OPERATORS = {"VideosCreateOperator": "Videos", "StarVideosCreateOperator": "StarVideos"}
+from airflow_provider_vidgen.families import FAMILIES, family_of_model
+
+#: The create operators (class name: family), whose ``output`` XComs are manifests of saved videos.
+CREATE_OPERATORS = {family.operator_name: family.display_name for family in FAMILIES}
 DOWNLOAD_OPERATOR = "VideoDownloadOperator"
 MANIFEST_KEYS = ("output", "return_value")
 #: How far back a sync looks again before its watermark (commits are not ordered like timestamps).
@@ -131,10 +133,9 @@ def _naive_utc(value: datetime) -> datetime:
 
 
 def family_of(operator: str | None, model: Any) -> str | None:
-    """``Videos`` or ``StarVideos``: from the model name, else from the operator."""
-    if isinstance(model, str) and model:
-        return "StarVideos" if model.startswith("starvideos") else "Videos"
-    return CREATE_OPERATORS.get(operator or "")
+    """The family's display name (``Videos``, ``StarVideos``): from the model name, else from the operator."""
+    family = family_of_model(model)
+    return family.display_name if family is not None else CREATE_OPERATORS.get(operator or "")
 
 
 def manifest_row(
