@@ -28,19 +28,9 @@ from airflow_provider_vidgen.models import GenerationResult
 
 EVENT_STATUSES = frozenset({"completed", "failed", "timeout", "error"})
 
-#: Errors an ``error`` event may re-raise in the task, by name (anything else: VidgenError).
-_REPLAYABLE = {
-    cls.__name__: cls
-    for cls in (
-        exceptions.VidgenAuthError,
-        exceptions.VidgenConfigError,
-        exceptions.VidgenNotFoundError,
-        exceptions.VidgenRequestRejectedError,
-        exceptions.VidgenTransientError,
-        exceptions.VidgenValidationError,
-        exceptions.VidgenAPIError,
-    )
-}
+#: Errors an ``error`` event may re-raise in the task, by name (anything else: VidgenError); derived
+#: from the one definition of what ends a wait (``exceptions.WAIT_ENDING_ERRORS``).
+_REPLAYABLE = exceptions.wait_errors()
 
 
 def make_event(

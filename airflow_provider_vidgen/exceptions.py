@@ -1,7 +1,8 @@
 """Exceptions raised by the provider.
 
 Classes that also derive from ``AirflowFailException`` fail the task without Airflow retries:
-retrying cannot fix them (bad input, a rejected key, a request the API refuses).
+retrying cannot fix them (bad input, a rejected key, a request the API refuses). Which errors end a
+wait at once is derived from that, by type, in one place: :data:`WAIT_ENDING_ERRORS`.
 """
 
 from __future__ import annotations
@@ -220,3 +221,28 @@ class VidgenWaitTimeoutError(VidgenError):
 
 class VidgenSensorTimeoutError(VidgenWaitTimeoutError, AirflowSensorTimeout):
     """``VideoGenerationSensor`` ran past its ``timeout`` (fails the task without retries, like any sensor)."""
+
+
+#: The one definition of the errors that end a wait at once, by type: what an Airflow retry cannot fix
+#: (every ``AirflowFailException`` above: a rejected key, a refused request, bad parameters or
+#: connection) cannot be fixed by waiting either, nor can an id the API does not know (404). The
+#: synchronous wait, the sensor, the trigger and the events a trigger sends all read this.
+WAIT_ENDING_ERRORS: tuple[type[BaseException], ...] = (AirflowFailException, VidgenNotFoundError)
+
+
+def ends_wait(error: BaseException) -> bool:
+    """Whether ``error`` ends a wait at once (see :data:`WAIT_ENDING_ERRORS`)."""
+    return isinstance(error, WAIT_ENDING_ERRORS)
+
+
+def wait_errors() -> dict[str, type[VidgenError]]:
+    """The classes a wait can end with by error, by name (how a trigger's ``error`` event names them):
+    the classes of this module that end a wait, :class:`VidgenTransientError` (the failure budget
+    spent) and :class:`VidgenAPIError`."""
+    classes = [value for value in globals().values() if isinstance(value, type) and issubclass(value, VidgenError)]
+    return {
+        cls.__name__: cls
+        for cls in classes
+        if cls.__module__ == __name__
+        and (issubclass(cls, WAIT_ENDING_ERRORS) or cls in (VidgenTransientError, VidgenAPIError))
+    }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_provider_vidgen.families import CreateRequest
     from airflow_provider_vidgen.models import GenerationResult
-    from airflow_provider_vidgen.waiting import WaitTracker
+    from airflow_provider_vidgen.waiting import GenerationWait
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ SAVED_BYTES = f"{PREFIX}.saved.bytes"
 SAVED_VIDEOS = f"{PREFIX}.saved.videos"
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-#: The poll time of the last in-progress status a wait saw (an attribute of the WaitTracker).
+#: The poll time of the last in-progress status a wait saw (an attribute of the GenerationWait).
 _LAST_IN_PROGRESS = "_vidgen_last_in_progress_at"
 
 
@@ -111,7 +111,7 @@ def counting_create(request: CreateRequest) -> Iterator[None]:
     incr(CREATE, family=family, model=request.model)
 
 
-def poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
+def poll_result(tracker: GenerationWait, result: GenerationResult) -> None:
     """One successful status read of a wait: a finished generation counts, with its timers."""
     try:
         _poll_result(tracker, result)
@@ -119,7 +119,7 @@ def poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
         log.debug("wait metrics not sent: %s", err)
 
 
-def _poll_result(tracker: WaitTracker, result: GenerationResult) -> None:
+def _poll_result(tracker: GenerationWait, result: GenerationResult) -> None:
     now = tracker.clock()
     if not (result.is_failed or (result.is_completed and result.video_url)):
         if not result.is_completed:

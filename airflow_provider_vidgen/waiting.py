@@ -1,33 +1,72 @@
-"""How a wait on a generation reads each poll. One place for the operators, the sensor and the trigger.
+"""One wait on one generation: its state, its schedule and its verdict. One place for the operators,
+the sensor (every mode) and the trigger.
 
-:class:`WaitTracker` turns a stream of poll outcomes (a result or an error) into a decision:
-done (``completed``), raise (``failed``, a non-transient error, the failure budget spent) or
-keep waiting. It logs each status change with the elapsed time, and nothing else per poll.
+:class:`GenerationWait` owns everything a wait knows and decides:
+
+- **state** (:meth:`~GenerationWait.to_state` / :meth:`~GenerationWait.from_state`): primitives under
+  one key set (:data:`STATE_KEYS`), saved alike in a rescheduled sensor's task_state_store and in the
+  trigger's kwargs, so a wait carries over to another process (a poke, a trigger, a restarted
+  triggerer) unchanged;
+- **schedule** (:meth:`~GenerationWait.next_delay`): when to read next (the first check, the poll
+  interval with its jitter, the sensor's ``exponential_backoff``), never past the deadline;
+- **verdict** (:meth:`~GenerationWait.on_result`, :meth:`~GenerationWait.on_error`,
+  :meth:`~GenerationWait.timeout_error`): done (``completed``), raise (``failed``, an error that ends
+  a wait, the failure budget spent, past the timeout) or keep waiting. It logs each status change
+  with the elapsed time, and nothing else per poll.
+
+:func:`wait_for_generation` is the synchronous wait; :func:`check_then_defer` the deferrable one's
+start (one read on the worker, then the trigger).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import random
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from airflow_provider_vidgen import metrics
 from airflow_provider_vidgen.exceptions import (
-    VidgenAuthError,
-    VidgenConfigError,
     VidgenError,
     VidgenGenerationFailedError,
-    VidgenNotFoundError,
-    VidgenRequestRejectedError,
     VidgenTransientError,
-    VidgenValidationError,
     VidgenWaitTimeoutError,
+    ends_wait,
 )
-from airflow_provider_vidgen.models import GenerationResult
+
+if TYPE_CHECKING:
+    from airflow_provider_vidgen.models import GenerationResult
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+#: Polls are spread by +/- this fraction of the interval, so mapped tasks do not poll in lock-step.
+JITTER = 0.1
+#: A spread wait's first check comes within this many seconds of its start (at most 20 % of the
+#: interval); one that another process took over long after the hand-over, within a whole interval.
+FIRST_CHECK_WITHIN = 2.0
+#: The shortest interval of ``exponential_backoff``, seconds (as ``BaseSensorOperator``'s).
+MIN_BACKOFF = 1.0
+
+#: The keys of :meth:`GenerationWait.to_state`, the same for the sensor's task_state_store and the
+#: trigger's kwargs. Times are unix seconds.
+STATE_KEYS = (
+    "generation_id",
+    "poll_interval",
+    "timeout",
+    "started_at",
+    "max_consecutive_failures",
+    "exponential_backoff",
+    "max_wait",
+    "last_status",
+    "consecutive_failures",
+    "polls",
+    "created",
+    "deferred_at",
+    "schedule_key",
+)
+#: Names an earlier version saved under: the sensor's task_state_store said ``failures``.
+_RENAMED = {"failures": "consecutive_failures"}
 
 
 class Log(Protocol):
@@ -38,63 +77,199 @@ class Log(Protocol):
     def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
-#: Errors that no amount of waiting fixes: they end the wait at once.
-FATAL_ERRORS: tuple[type[VidgenError], ...] = (
-    VidgenAuthError,
-    VidgenConfigError,
-    VidgenNotFoundError,
-    VidgenRequestRejectedError,
-    VidgenValidationError,
-)
+class Estimate(Protocol):
+    """What a wait may learn its first read from (adaptive scheduling); none: the fixed schedule.
+
+    Keys are :attr:`GenerationWait.schedule_key` values (e.g. family, model, duration, mode).
+    """
+
+    def first_read_after(self, key: str, poll_interval: float) -> float | None:
+        """Seconds after the generation's start (its ``created``) to read it first; ``None``: no estimate."""
+        ...
+
+    def observe(self, key: str, *, at_least: float | None, at_most: float) -> None:
+        """A generation of ``key`` completed after ``at_least`` seconds (its last read in progress;
+        ``None``: none was seen) and within ``at_most`` seconds (the read that saw it completed)."""
+        ...
 
 
-class WaitTracker:
-    """State of one wait on one generation.
+def _count(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+class GenerationWait:
+    """One wait on one generation, in whichever process it runs.
 
     Elapsed times in the log count from the generation's own start (its ``created`` timestamp, as
     the API reports it) when known, else from the start of the wait, so every mode and every
     process (a restarted triggerer, a rescheduled poke) logs the same clock.
 
     :param generation_id: The generation being waited on.
+    :param poll_interval: Seconds between reads (the operators' ``poll_interval``, the sensor's
+        ``poke_interval``).
+    :param timeout: Seconds from ``started_at`` after which the wait ends with a timeout.
+    :param started_at: ``clock()`` value when the wait began (default: now).
     :param max_consecutive_failures: How many polls in a row may fail transiently before giving up;
         ``None``: no limit (failed polls are logged and the wait goes on until its timeout).
+    :param exponential_backoff: Lengthen the interval after each read, as ``BaseSensorOperator``
+        does (the sensor's option; honoured wherever the wait runs, the trigger included).
+    :param max_wait: With ``exponential_backoff``, the longest interval, seconds (``None``: no cap).
+    :param last_status: The last status this wait saw (in any process).
+    :param consecutive_failures: Failed polls in a row so far.
+    :param polls: Reads so far (in any process).
+    :param created: The generation's ``created`` (unix seconds), once a read reported it.
+    :param deferred_at: Unix time the wait was last handed to a trigger (:meth:`hand_over`).
+    :param schedule_key: What kind of generation this is, for an ``estimate`` (``None``: none).
     :param log: Where status changes and transient failures are logged.
-    :param started_at: ``clock()`` value when the wait began (default: now).
-    :param clock: Monotonic clock, seconds.
-    :param wall_clock: Unix time, seconds (to count from the generation's ``created``).
+    :param clock: This wait's clock, seconds (monotonic by default; the wall clock for a wait that is
+        saved and resumed elsewhere).
+    :param wall_clock: Unix time, seconds (to count from ``created``; the state's times).
+    :param spread: Spread reads over time, as many waits in one process need (the trigger): the first
+        check within :data:`FIRST_CHECK_WITHIN` (a whole interval when ``resumed``), later reads at
+        ``poll_interval`` +/- :data:`JITTER`. Without: the first read at once, then every ``poll_interval``.
+    :param estimate: Where the first read's time may be learnt from (see :class:`Estimate`).
     :param resumed: This process takes over a wait that another one may have logged already (a
         restarted trigger): the first status it sees is logged as a status, never as a transition
         from ``last_status``, which the earlier process may already have logged (or not seen).
+        Default: the wait was handed over (``deferred_at``) more than a poll interval ago.
     """
 
     def __init__(
         self,
         generation_id: str,
         *,
-        max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-        log: Log | None = None,
+        poll_interval: float,
+        timeout: float,
         started_at: float | None = None,
+        max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        exponential_backoff: bool = False,
+        max_wait: float | None = None,
+        last_status: str | None = None,
+        consecutive_failures: int = 0,
+        polls: int = 0,
+        created: float | None = None,
+        deferred_at: float | None = None,
+        schedule_key: str | None = None,
+        log: Log | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        resumed: bool = False,
+        spread: bool = False,
+        estimate: Estimate | None = None,
+        resumed: bool | None = None,
     ) -> None:
-        if max_consecutive_failures is not None and (
-            isinstance(max_consecutive_failures, bool)
-            or not isinstance(max_consecutive_failures, int)
-            or max_consecutive_failures < 0
-        ):
-            raise ValueError(f"max_consecutive_failures must be a whole number >= 0, got {max_consecutive_failures!r}")
-        self.generation_id = generation_id
-        self.max_consecutive_failures = max_consecutive_failures
+        self.generation_id = str(generation_id)
+        self.poll_interval = float(poll_interval)
+        self.timeout = float(timeout)
+        self.max_consecutive_failures = _count("max_consecutive_failures", max_consecutive_failures, allow_none=True)
+        self.exponential_backoff = bool(exponential_backoff)
+        self.max_wait = None if max_wait is None else float(max_wait)
+        self.last_status = None if last_status is None else str(last_status)
+        self.consecutive_failures = _count("consecutive_failures", consecutive_failures) or 0
+        self.polls = _count("polls", polls) or 0
+        self.created = None if created is None else float(created)
+        self.deferred_at = None if deferred_at is None else float(deferred_at)
+        self.schedule_key = schedule_key
         self.log: Log = log or logging.getLogger(__name__)
         self.clock = clock
         self.wall_clock = wall_clock
-        self.started_at = clock() if started_at is None else started_at
-        self.created: float | None = None
+        self.started_at = clock() if started_at is None else float(started_at)
+        self.spread = spread
+        self.estimate = estimate
+        if resumed is None:
+            resumed = self.deferred_at is not None and wall_clock() - self.deferred_at > self.poll_interval
         self.resumed = resumed
-        self.last_status: str | None = None
-        self.consecutive_failures = 0
-        self.polls = 0
+        self._taken_over = resumed  # kept for the schedule: `resumed` is spent by the first status logged
+        self._reads_here = 0
+        self._last_in_progress: float | None = None
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The wait as primitives, under :data:`STATE_KEYS` (times in unix seconds); no secrets."""
+        return {
+            "generation_id": self.generation_id,
+            "poll_interval": self.poll_interval,
+            "timeout": self.timeout,
+            "started_at": self._to_wall(self.started_at),
+            "max_consecutive_failures": self.max_consecutive_failures,
+            "exponential_backoff": self.exponential_backoff,
+            "max_wait": self.max_wait,
+            "last_status": self.last_status,
+            "consecutive_failures": self.consecutive_failures,
+            "polls": self.polls,
+            "created": self.created,
+            "deferred_at": self.deferred_at,
+            "schedule_key": self.schedule_key,
+        }
+
+    def hand_over(self) -> dict[str, Any]:
+        """:meth:`to_state`, marked as handed over now (to the trigger the task defers to)."""
+        self.deferred_at = self.wall_clock()
+        return self.to_state()
+
+    @classmethod
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        *,
+        log: Log | None = None,
+        clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = time.time,
+        spread: bool = False,
+        estimate: Estimate | None = None,
+    ) -> GenerationWait:
+        """The wait :meth:`to_state` saved, in this process.
+
+        Also reads the state of earlier versions: a sensor's task_state_store entry (``failures``) and
+        the kwargs of a trigger serialized before (``end_time``; its ``started_at`` was the hand-over).
+
+        :param state: What :meth:`to_state` returned (keys of :data:`STATE_KEYS`).
+        :param log: Where this process logs the wait.
+        :param clock: The clock the wait runs on here (the wall clock by default).
+        :param wall_clock: Unix time.
+        :param spread: See :class:`GenerationWait`.
+        :param estimate: See :class:`GenerationWait`.
+        :raises ValueError: a key that is not part of the state, or a value of the wrong kind.
+        """
+        values = {_RENAMED.get(key, key): value for key, value in state.items()}
+        if "timeout" not in values and "end_time" in values:  # a trigger serialized by an earlier version
+            handed_over = float(values["started_at"]) if values.get("started_at") is not None else wall_clock()
+            values["started_at"] = handed_over
+            values.setdefault("deferred_at", handed_over)
+            values["timeout"] = float(values.pop("end_time")) - handed_over
+        unknown = set(values) - set(STATE_KEYS)
+        if unknown:
+            raise ValueError(f"Not part of a wait's state: {sorted(unknown)}")
+        started_at = values.pop("started_at", None)
+        if started_at is not None and clock is not wall_clock:
+            started_at = float(started_at) - wall_clock() + clock()
+        return cls(
+            **values,
+            started_at=started_at,
+            log=log,
+            clock=clock,
+            wall_clock=wall_clock,
+            spread=spread,
+            estimate=estimate,
+        )
+
+    def _to_wall(self, at: float) -> float:
+        return at if self.clock is self.wall_clock else at + self.wall_clock() - self.clock()
+
+    # -- schedule -------------------------------------------------------------------------------------
+
+    @property
+    def end_time(self) -> float:
+        """The deadline, a ``clock()`` value."""
+        return self.started_at + self.timeout
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once past it)."""
+        return self.end_time - self.clock()
 
     def elapsed(self) -> float:
         """Seconds since the generation was created (when the API said so), else since the wait began."""
@@ -104,13 +279,75 @@ class WaitTracker:
                 return since_created
         return self.clock() - self.started_at
 
+    def next_delay(self) -> float:
+        """Seconds until the next read, never past the deadline.
+
+        Before this process's first read: at once (``spread``: within :data:`FIRST_CHECK_WITHIN`, or a
+        whole interval for a wait taken over long after its hand-over), or when the ``estimate`` says.
+        After a read: ``poll_interval`` (``spread``: +/- :data:`JITTER`), or with ``exponential_backoff``
+        the interval ``BaseSensorOperator`` would choose after as many reads (at least
+        :data:`MIN_BACKOFF`, doubling, jittered, capped at ``max_wait``).
+        """
+        if self._reads_here == 0:
+            delay = self._first_delay()
+        elif self.exponential_backoff:
+            delay = self._backoff_interval()
+        elif self.spread:
+            delay = self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
+        else:
+            delay = self.poll_interval
+        return max(0.0, min(delay, self.remaining()))
+
+    def _first_delay(self) -> float:
+        if self.estimate is not None and self.schedule_key is not None:
+            after = self.estimate.first_read_after(self.schedule_key, self.poll_interval)
+            if after is not None:
+                return max(0.0, after - self.elapsed())
+        if not self.spread:
+            return 0.0
+        window = self.poll_interval if self._taken_over else min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2)
+        return random.uniform(0, window)
+
+    def _backoff_interval(self) -> float:
+        # BaseSensorOperator._get_next_poke_interval after `polls` pokes: [b, 2b) with
+        # b = max(poke_interval * 2 ** (polls - 2), 1), at most max_wait.
+        base = max(self.poll_interval * 2.0 ** min(self.polls - 2, 64), MIN_BACKOFF)
+        delay = random.uniform(base, 2 * base)
+        return min(delay, self.max_wait) if self.max_wait else delay
+
+    # -- verdict --------------------------------------------------------------------------------------
+
+    def check(
+        self, get_result: Callable[..., GenerationResult], *, deadline: float | None = None
+    ) -> GenerationResult | None:
+        """One read, judged: the completed result, or ``None`` to keep waiting.
+
+        :param get_result: Reads one result (e.g. ``VidgenHook.get_result``).
+        :param deadline: Passed on as ``deadline=`` to a ``get_result`` that takes one (a
+            ``time.monotonic()`` value for ``VidgenHook``), so the read's retries stay inside the wait.
+        :raises VidgenError: what :meth:`on_result` / :meth:`on_error` raise.
+        """
+        try:
+            if deadline is not None and _takes_deadline(get_result):
+                result = get_result(self.generation_id, deadline=deadline)
+            else:
+                result = get_result(self.generation_id)
+        except VidgenError as err:
+            self.on_error(err)
+            return None
+        return self.on_result(result)
+
+    def monotonic_deadline(self) -> float:
+        """The deadline as a ``time.monotonic()`` value (what ``VidgenHook.get_result`` reads)."""
+        return time.monotonic() + self.remaining()
+
     def on_result(self, result: GenerationResult) -> GenerationResult | None:
         """Read one successful poll; return the result when ``completed``, ``None`` to keep waiting.
 
         :param result: What the result endpoint answered.
         :raises VidgenGenerationFailedError: the generation ended ``failed``.
         """
-        self.polls += 1
+        self._count_read()
         if result.created is not None:
             self.created = float(result.created)
         self._note_status(result.status)
@@ -118,13 +355,17 @@ class WaitTracker:
         if result.is_completed and not result.video_url:
             # "completed" without a URL breaks the documented contract: do not report success;
             # treat it like a transient failure (the next poll may carry the URL).
-            self.on_error(VidgenTransientError(f"Generation {self.generation_id} is completed but has no video_url"))
+            self._judge_error(
+                VidgenTransientError(f"Generation {self.generation_id} is completed but has no video_url")
+            )
             return None
         self.consecutive_failures = 0
         if result.is_completed:
+            self._observe_completion()
             return result
         if result.is_failed:
             raise VidgenGenerationFailedError(self.generation_id, result.error)
+        self._last_in_progress = self.elapsed()
         return None
 
     def on_error(self, error: Exception) -> None:
@@ -133,8 +374,25 @@ class WaitTracker:
         :param error: The exception the poll raised.
         :raises VidgenTransientError: the budget of consecutive failures is spent.
         """
+        self._count_read()
+        self._judge_error(error)
+
+    def timeout_error(
+        self, error_class: type[VidgenWaitTimeoutError] = VidgenWaitTimeoutError
+    ) -> VidgenWaitTimeoutError:
+        """The error to raise when the wait is past its timeout.
+
+        :param error_class: The class to raise (the sensor's is also an ``AirflowSensorTimeout``).
+        """
+        return error_class(self.generation_id, self.timeout, self.last_status)
+
+    def _count_read(self) -> None:
+        self.polls += 1
+        self._reads_here += 1
+
+    def _judge_error(self, error: Exception) -> None:
         metrics.read_error(error)
-        if isinstance(error, FATAL_ERRORS) or not isinstance(error, VidgenError):
+        if ends_wait(error) or not isinstance(error, VidgenError):
             raise error
         self.consecutive_failures += 1
         limit = self.max_consecutive_failures
@@ -152,9 +410,9 @@ class WaitTracker:
             error,
         )
 
-    def timeout_error(self, timeout: float) -> VidgenWaitTimeoutError:
-        """The error to raise when the wait is past ``timeout`` seconds."""
-        return VidgenWaitTimeoutError(self.generation_id, timeout, self.last_status)
+    def _observe_completion(self) -> None:
+        if self.estimate is not None and self.schedule_key is not None:
+            self.estimate.observe(self.schedule_key, at_least=self._last_in_progress, at_most=self.elapsed())
 
     def _note_status(self, status: str) -> None:
         # Statuses only move forward: once this process has seen one, the next change is one it saw happen.
@@ -183,9 +441,10 @@ class WaitTracker:
 
 def _takes_deadline(get_result: Callable[..., GenerationResult]) -> bool:
     try:
-        return "deadline" in inspect.signature(get_result).parameters
+        parameters = inspect.signature(get_result).parameters
     except (TypeError, ValueError):
         return False
+    return "deadline" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def wait_for_generation(
@@ -214,20 +473,55 @@ def wait_for_generation(
     :raises VidgenGenerationFailedError: the generation failed.
     :raises VidgenWaitTimeoutError: not finished within ``timeout``.
     """
-    tracker = WaitTracker(generation_id, max_consecutive_failures=max_consecutive_failures, log=log, clock=clock)
-    deadline = tracker.started_at + timeout
-    # A reader that takes the deadline (VidgenHook.get_result) keeps each poll's retries inside it.
-    takes_deadline = _takes_deadline(get_result)
+    wait = GenerationWait(
+        generation_id,
+        poll_interval=poll_interval,
+        timeout=timeout,
+        max_consecutive_failures=max_consecutive_failures,
+        log=log,
+        clock=clock,
+    )
     while True:
-        try:
-            result = get_result(generation_id, deadline=deadline) if takes_deadline else get_result(generation_id)
-        except VidgenError as err:
-            tracker.on_error(err)
-        else:
-            done = tracker.on_result(result)
-            if done is not None:
-                return done
-        remaining = deadline - clock()
-        if remaining <= 0:
-            raise tracker.timeout_error(timeout)
-        sleep(min(poll_interval, remaining))
+        delay = wait.next_delay()
+        if delay > 0:
+            sleep(delay)
+        # The deadline is on `clock`, the clock VidgenHook reads deadlines on (time.monotonic).
+        done = wait.check(get_result, deadline=wait.end_time)
+        if done is not None:
+            return done
+        if wait.remaining() <= 0:
+            raise wait.timeout_error()
+
+
+class _Deferring(Protocol):
+    def defer(self, *, trigger: Any, method_name: str) -> NoReturn: ...
+
+
+def check_then_defer(
+    task: _Deferring,
+    wait: GenerationWait,
+    get_result: Callable[..., GenerationResult],
+    *,
+    vidgen_conn_id: str,
+    method_name: str = "execute_complete",
+) -> GenerationResult:
+    """Check once on the worker: return the result if already completed, else defer ``task`` to a
+    :class:`~airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger` that continues ``wait``.
+
+    The check is part of the wait: its read's retries (and any Retry-After) stay inside the wait's
+    timeout, and the trigger gets what is left of it, with what the check saw (status, failed polls).
+
+    :param task: The operator or sensor that defers.
+    :param wait: The task's wait (on the wall clock: its state goes to the trigger).
+    :param get_result: Reads one result (``VidgenHook.get_result``).
+    :param vidgen_conn_id: The connection the trigger reads with.
+    :param method_name: The task's method the trigger resumes.
+    :raises VidgenError: the check found the generation ``failed``, or an error that ends a wait.
+    """
+    done = wait.check(get_result, deadline=wait.monotonic_deadline())
+    if done is not None:
+        return done
+    from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+
+    task.defer(trigger=VideoGenerationTrigger.continuing(wait, vidgen_conn_id=vidgen_conn_id), method_name=method_name)
+    raise AssertionError("defer() always raises")  # pragma: no cover

@@ -95,9 +95,14 @@ def make_triggers(kind: str, ids: list[str], poll: float, base_url: str) -> list
         os.environ["AIRFLOW_CONN_VIDGEN_BENCH"] = json.dumps(
             {"conn_type": "vidgen", "host": base_url, "password": API_KEY}
         )
-        end = time.time() + 600
+        start = time.time()
         # As the operators create it: with the status they saw in their check before deferring.
-        return [VideoGenerationTrigger(i, "vidgen_bench", poll, end, last_status="queued") for i in ids]
+        return [
+            VideoGenerationTrigger(
+                "vidgen_bench", generation_id=i, poll_interval=poll, started_at=start, timeout=600, last_status="queued"
+            )
+            for i in ids
+        ]
     from airflow.providers.http.triggers.http import HttpSensorTrigger
 
     from airflow_provider_vidgen.testing.emulator import NOT_FOUND_UNTIL_DONE_HEADER

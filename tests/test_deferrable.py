@@ -73,7 +73,7 @@ def test_operator_pushes_id_then_defers_with_absolute_deadline(
     assert kwargs["generation_id"] == generation_id
     assert kwargs["vidgen_conn_id"] == "vidgen_default"
     assert kwargs["poll_interval"] == 0.05
-    assert before + 600 <= kwargs["end_time"] <= time.time() + 600
+    assert before + 600 <= trigger.end_time <= time.time() + 600
     assert len(emulator_conn.creates()) == 1
 
 
@@ -309,3 +309,41 @@ def test_same_outage_same_outcome_deferred_or_not(
         emulator_conn.set_timeline(Timeline(queued_for=0.3, processing_for=0.3))
     assert outcomes[0] == outcomes[1]
     assert (outcomes[0] == "completed") == (failed_reads == 3)
+
+
+@pytest.mark.parametrize("exponential_backoff", [False, True], ids=["fixed", "exponential_backoff"])
+def test_deferrable_sensor_honours_exponential_backoff(
+    context: dict[str, Any], emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch, exponential_backoff: bool
+) -> None:
+    """The trigger schedules its polls as BaseSensorOperator would in poke mode: with
+    ``exponential_backoff``, at least 1 s after each read and doubling; without, every ``poke_interval``."""
+    from airflow_provider_vidgen.waiting import GenerationWait
+
+    emulator_conn.set_timeline(Timeline(queued_for=1.2, processing_for=0))
+    generation_id = VideosCreateOperator(task_id="create", prompt="p", duration=5).execute(context)
+    with pytest.raises(TaskDeferred) as info:
+        VideoGenerationSensor(
+            task_id="wait",
+            generation_id=generation_id,
+            poke_interval=0.05,
+            deferrable=True,
+            exponential_backoff=exponential_backoff,
+            timeout=60,
+        ).execute(context)
+    trigger = deferred_trigger(info)
+    assert trigger.serialize()[1]["exponential_backoff"] is exponential_backoff
+    scheduled: list[tuple[int, float]] = []  # (reads so far, delay before the next one)
+    original = GenerationWait.next_delay
+
+    def spy(self: GenerationWait) -> float:
+        scheduled.append((self.polls, original(self)))
+        return scheduled[-1][1]
+
+    monkeypatch.setattr(GenerationWait, "next_delay", spy)
+    assert run_trigger(trigger)["status"] == "completed"
+    after_reads = [delay for polls, delay in scheduled[1:]]  # the first: the check right after the hand-over
+    assert after_reads
+    if exponential_backoff:
+        assert all(delay >= 1.0 for delay in after_reads), scheduled  # BaseSensorOperator's shortest interval
+    else:
+        assert all(delay <= 0.05 * 1.1 for delay in after_reads), scheduled

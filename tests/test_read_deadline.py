@@ -221,4 +221,4 @@ def test_deferrable_sensor_gives_the_trigger_what_is_left_of_its_timeout(
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context)
     # The deadline is the wait's: 30 s from its start, the check's 1.5 s included (not 30 s after it).
-    assert deferred.value.trigger.end_time == pytest.approx(sensor.tracker.started_at + 30, abs=0.5)
+    assert deferred.value.trigger.end_time == pytest.approx(sensor.wait.started_at + 30, abs=0.5)

@@ -240,3 +240,63 @@ def test_poke_and_reschedule_do_not_trip_airflows_executor_safeguard(
     xcom = s.execute(context, **{"VideoGenerationSensor__sentinel": sentinel})
     assert xcom["status"] == "completed"
     assert "cannot be called outside" not in log_text()
+
+
+def test_task_state_store_and_trigger_kwargs_hold_the_same_wait_state(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One key set: what a rescheduled sensor saves is what a deferred one hands to its trigger."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_vidgen.waiting import STATE_KEYS
+    from tests.conftest import FakeTI
+    from tests.test_durable import FakeStore
+
+    generation_id = create(emulator_conn, Timeline(queued_for=60))
+    store, ti = FakeStore(), FakeTI()
+    ti.try_number = 1  # type: ignore[attr-defined]
+    rescheduled = VideoGenerationSensor(task_id="wait", generation_id=generation_id, mode="reschedule")
+    assert rescheduled.poke({"ti": ti, "task_state_store": store}) is False
+    saved = store.data["vidgen_wait"]
+    assert set(saved) == {*STATE_KEYS, "try_number"}
+    with pytest.raises(TaskDeferred) as deferred:
+        VideoGenerationSensor(task_id="wait", generation_id=generation_id, deferrable=True).execute({"ti": ti})
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert set(kwargs) == {*STATE_KEYS, "vidgen_conn_id"}
+    same = {"generation_id", "poll_interval", "timeout", "max_consecutive_failures", "last_status", "polls"}
+    assert {key: saved[key] for key in same} == {key: kwargs[key] for key in same}
+
+
+def test_reschedule_mode_reads_the_store_entry_of_an_earlier_version(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch, log_text: Any
+) -> None:
+    """A sensor upgraded between two pokes finds the entry under the old names (``failures``)."""
+    import time
+
+    from tests.conftest import FakeTI, conn_json
+    from tests.test_durable import FakeStore
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=0))
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=60))
+    store, ti = FakeStore(), FakeTI()
+    ti.try_number = 1  # type: ignore[attr-defined]
+    earlier = {
+        "generation_id": generation_id,
+        "try_number": 1,
+        "started_at": time.time() - 30,
+        "last_status": "queued",
+        "failures": 1,
+    }
+    store.data["vidgen_wait"] = dict(earlier)
+    emulator_conn.add_fault(Fault(kind="status", status=500, endpoint="result", times=1))
+    s = VideoGenerationSensor(
+        task_id="wait", generation_id=generation_id, mode="reschedule", max_consecutive_failures=1
+    )
+    with pytest.raises(VidgenTransientError, match="2 consecutive failed polls"):  # 1 carried over + this one
+        s.poke({"ti": ti, "task_state_store": store})
+    store.data["vidgen_wait"] = {**earlier, "failures": 0}
+    s = VideoGenerationSensor(task_id="wait", generation_id=generation_id, mode="reschedule")
+    assert s.poke({"ti": ti, "task_state_store": store}) is False
+    assert "queued -> processing after" in log_text()  # the entry's last status carried over
+    assert store.data["vidgen_wait"]["started_at"] == earlier["started_at"]  # saved again, under today's names
+    assert "failures" not in store.data["vidgen_wait"]

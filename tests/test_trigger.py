@@ -54,24 +54,35 @@ def run_one(t: VideoGenerationTrigger) -> dict[str, Any]:
 
 
 def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
-    original = trigger("proj_1", poll=30, max_consecutive_failures=4, started_at=1000.0)
+    from airflow_provider_vidgen.waiting import GenerationWait
+
+    wait = GenerationWait("proj_1", poll_interval=30, timeout=600, max_consecutive_failures=4, clock=time.time)
+    original = VideoGenerationTrigger.continuing(wait, vidgen_conn_id="vidgen_default")
     classpath, kwargs = original.serialize()
     assert classpath == CLASSPATH
     assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
     assert emulator_conn.api_key not in json.dumps(kwargs)
+    # The connection id and the wait's state, under the key set the sensor's task_state_store uses too.
     assert set(kwargs) == {
-        "generation_id",
         "vidgen_conn_id",
+        "generation_id",
         "poll_interval",
-        "end_time",
-        "max_consecutive_failures",
+        "timeout",
         "started_at",
+        "max_consecutive_failures",
+        "exponential_backoff",
+        "max_wait",
         "last_status",
         "consecutive_failures",
+        "polls",
+        "created",
+        "deferred_at",
+        "schedule_key",
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
+    assert rebuilt.end_time == pytest.approx(wait.started_at + 600)
 
 
 def test_completed(emulator_conn: Emulator) -> None:
@@ -276,14 +287,16 @@ def test_connection_resolved_once_per_run(emulator_conn: Emulator, monkeypatch: 
 def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     # What the trigger decides is checked, not how fast a loaded machine carries it out: the first
     # check is scheduled within 20 % of the interval; later gaps are at least the interval - 10 %.
-    first_delays: list[float] = []
-    original = VideoGenerationTrigger._first_delay
+    from airflow_provider_vidgen.waiting import GenerationWait
 
-    def spy(self: VideoGenerationTrigger, *args: Any) -> float:
+    first_delays: list[float] = []
+    original = GenerationWait._first_delay
+
+    def spy(self: GenerationWait, *args: Any) -> float:
         first_delays.append(original(self, *args))
         return first_delays[-1]
 
-    monkeypatch.setattr(VideoGenerationTrigger, "_first_delay", spy)
+    monkeypatch.setattr(GenerationWait, "_first_delay", spy)
     generation_id = create(emulator_conn, Timeline(queued_for=1.6, processing_for=0))
     run_one(trigger(generation_id, poll=0.5))
     assert len(first_delays) == 1
@@ -294,8 +307,11 @@ def test_first_check_soon_then_jittered_interval(emulator_conn: Emulator, monkey
 
 
 def test_poll_intervals_are_jittered_not_lock_step() -> None:
-    t = trigger("proj_1", poll=30)
-    delays = [t._next_poll() for _ in range(500)]
+    from airflow_provider_vidgen.models import GenerationResult
+
+    wait = trigger("proj_1", poll=30, within=3600).load_wait()
+    wait.on_result(GenerationResult(id="proj_1", status="queued"))
+    delays = [wait.next_delay() for _ in range(500)]
     assert all(27 <= d <= 33 for d in delays)  # 30 s +/- 10 %
     assert max(delays) - min(delays) > 4  # spread over the band: thousands of waits do not poll together
 
@@ -303,14 +319,14 @@ def test_poll_intervals_are_jittered_not_lock_step() -> None:
 def test_restarted_trigger_spreads_its_first_check_over_an_interval(
     emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_vidgen.triggers import vidgen as trigger_module
+    from airflow_provider_vidgen import waiting
 
     windows: list[float] = []
-    monkeypatch.setattr(trigger_module.random, "uniform", lambda low, high: windows.append(high) or 0.0)
+    monkeypatch.setattr(waiting.random, "uniform", lambda low, high: windows.append(high) or 0.0)
     fresh = trigger("proj_1", poll=30)
     restarted = trigger("proj_1", poll=30, started_at=time.time() - 600)
-    assert fresh._first_delay() == 0.0
-    assert restarted._first_delay() == 0.0
+    assert fresh.load_wait().next_delay() == 0.0
+    assert restarted.load_wait().next_delay() == 0.0
     assert windows == [2.0, 30]  # a fresh wait checks within 2 s; a restarted one anywhere in 30 s
 
 
@@ -406,3 +422,28 @@ def test_a_slow_read_does_not_run_past_the_deadline(emulator_conn: Emulator, mon
     (event,) = events
     assert event["status"] == "timeout"
     assert generation_id in event["message"]
+
+
+def test_a_trigger_serialized_by_the_previous_version_still_runs(emulator_conn: Emulator) -> None:
+    """A triggerer restarted after an upgrade rebuilds triggers from kwargs the previous version wrote."""
+    generation_id = create(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2))
+    deferred_at = time.time() - 600  # the task deferred long ago: this is a restarted trigger
+    old_kwargs = {
+        "generation_id": generation_id,
+        "vidgen_conn_id": "vidgen_default",
+        "poll_interval": 0.05,
+        "end_time": time.time() + 20,
+        "max_consecutive_failures": 3,
+        "started_at": deferred_at,
+        "last_status": "queued",
+        "consecutive_failures": 1,
+    }
+    restarted = VideoGenerationTrigger(**old_kwargs)
+    assert restarted.end_time == old_kwargs["end_time"]
+    wait = restarted.load_wait()
+    assert wait.end_time == pytest.approx(old_kwargs["end_time"])
+    assert (wait.max_consecutive_failures, wait.consecutive_failures, wait.last_status) == (3, 1, "queued")
+    assert wait.resumed
+    event = run_one(restarted)
+    assert event["status"] == "completed"
+    assert event["generation_id"] == generation_id

@@ -1,4 +1,4 @@
-"""WaitTracker / wait_for_generation: decisions, failure budget, timeout, status-change logging."""
+"""GenerationWait / wait_for_generation: decisions, failure budget, timeout, status-change logging."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from airflow_provider_vidgen.exceptions import (
     VidgenWaitTimeoutError,
 )
 from airflow_provider_vidgen.models import GenerationResult
-from airflow_provider_vidgen.waiting import WaitTracker, wait_for_generation
+from airflow_provider_vidgen.waiting import GenerationWait, wait_for_generation
 
 
 class FakeClock:
@@ -140,14 +140,14 @@ def test_fatal_errors_end_the_wait_at_once(error: Exception) -> None:
 
 
 def test_unknown_status_is_not_success_and_keeps_waiting(caplog: pytest.LogCaptureFixture) -> None:
-    tracker = WaitTracker("g1")
+    tracker = GenerationWait("g1", poll_interval=30, timeout=3600)
     assert tracker.on_result(result("succeeded", video_url="https://cdn/v.mp4")) is None
     assert tracker.on_result(result("COMPLETED", video_url="https://cdn/v.mp4")) is None
     assert "not documented" in caplog.text
 
 
 def test_completed_without_url_is_not_success() -> None:
-    tracker = WaitTracker("g1", max_consecutive_failures=1)
+    tracker = GenerationWait("g1", poll_interval=30, timeout=3600, max_consecutive_failures=1)
     assert tracker.on_result(result("completed")) is None
     with pytest.raises(VidgenTransientError, match="no video_url"):
         tracker.on_result(result("completed"))
@@ -158,16 +158,26 @@ def test_elapsed_times_count_from_the_generations_created_timestamp(caplog: pyte
     caplog.set_level(logging.INFO)
     wall = FakeClock()
     wall.now = 1_000_091.2
-    tracker = WaitTracker("g1", clock=FakeClock(), wall_clock=wall)  # this wait began "now" (0 s elapsed)
-    tracker.last_status = "queued"
+    # This wait began "now" (0 s elapsed), having seen "queued" (in another process).
+    tracker = GenerationWait(
+        "g1", poll_interval=30, timeout=3600, last_status="queued", clock=FakeClock(), wall_clock=wall
+    )
     assert tracker.on_result(result("processing", created=1_000_000)) is None
     assert "Generation g1: queued -> processing after 91.2s" in caplog.text
 
 
 def test_a_resumed_wait_logs_its_first_status_not_a_transition(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    tracker = WaitTracker("g1", clock=FakeClock(), wall_clock=lambda: 1_000_030.0, resumed=True)
-    tracker.last_status = "queued"  # what the task saw before deferring; another process may have logged more
+    # "queued": what the task saw before deferring; another process may have logged more.
+    tracker = GenerationWait(
+        "g1",
+        poll_interval=30,
+        timeout=3600,
+        last_status="queued",
+        clock=FakeClock(),
+        wall_clock=lambda: 1_000_030.0,
+        resumed=True,
+    )
     tracker.on_result(result("processing", created=1_000_000))
     tracker.on_result(result("processing", created=1_000_000))
     tracker.on_result(result("completed", created=1_000_000, video_url="https://cdn/v.mp4"))
@@ -188,3 +198,150 @@ def test_no_failure_budget_keeps_waiting_until_the_timeout() -> None:
             sleep=clock.sleep,
             clock=clock,
         )
+
+
+# -- state: one key set, carried between processes --------------------------------------------------
+
+
+def test_state_round_trip_primitives_under_one_key_set() -> None:
+    import json
+    import time
+
+    from airflow_provider_vidgen.waiting import STATE_KEYS
+
+    wait = GenerationWait(
+        "g1", poll_interval=30, timeout=600, exponential_backoff=True, max_wait=120, schedule_key="videos/5s"
+    )
+    wait.on_result(result("queued", created=1_000_000))
+    wait.on_error(VidgenTransientError("HTTP 503"))
+    state = wait.to_state()
+    assert tuple(state) == STATE_KEYS
+    assert json.loads(json.dumps(state)) == state  # primitives only
+    assert state["consecutive_failures"] == 1
+    assert state["polls"] == 2
+    assert state["last_status"] == "queued"
+    assert state["created"] == 1_000_000
+    # A wait on the monotonic clock saves unix times (another process has another monotonic clock).
+    assert abs(state["started_at"] - time.time()) < 60
+    restored = GenerationWait.from_state(state)
+    assert restored.to_state() == state
+    assert restored.remaining() == pytest.approx(600, abs=60)
+    with pytest.raises(VidgenTransientError, match="2 consecutive failed polls"):  # the count carried over
+        GenerationWait.from_state({**state, "max_consecutive_failures": 1}).on_error(VidgenTransientError("x"))
+
+
+def test_state_of_an_earlier_version_loads() -> None:
+    """A sensor's task_state_store entry said ``failures``; a trigger's kwargs had ``end_time`` and the
+    hand-over time as ``started_at``."""
+    stored = {"generation_id": "g1", "started_at": 1000.0, "last_status": "processing", "failures": 2}
+    fresh = GenerationWait("g1", poll_interval=30, timeout=600, clock=lambda: 5000.0, wall_clock=lambda: 5000.0)
+    wait = GenerationWait.from_state({**fresh.to_state(), **stored})
+    assert (wait.started_at, wait.last_status, wait.consecutive_failures) == (1000.0, "processing", 2)
+    kwargs = {
+        "generation_id": "g1",
+        "poll_interval": 30.0,
+        "end_time": 1600.0,
+        "max_consecutive_failures": None,
+        "started_at": 1000.0,
+        "last_status": "queued",
+        "consecutive_failures": 1,
+    }
+    wait = GenerationWait.from_state(kwargs, wall_clock=lambda: 1500.0, clock=lambda: 1500.0)
+    assert wait.end_time == 1600.0  # the same deadline
+    assert (wait.max_consecutive_failures, wait.last_status, wait.consecutive_failures) == (None, "queued", 1)
+    assert wait.resumed  # handed over 500 s ago, more than a poll interval: another process may have logged
+    with pytest.raises(ValueError, match="Not part of a wait's state"):
+        GenerationWait.from_state({**kwargs, "api_key": "sk-1"})
+
+
+# -- schedule ---------------------------------------------------------------------------------------
+
+
+def test_exponential_backoff_lengthens_the_interval_like_base_sensor_operator() -> None:
+    clock = FakeClock()
+    wait = GenerationWait("g1", poll_interval=30, timeout=10_000, exponential_backoff=True, clock=clock)
+    assert wait.next_delay() == 0  # the first read at once
+    bands = []
+    for _ in range(5):
+        wait.on_result(result("processing"))
+        bands.append(wait.next_delay())
+    # After n reads: [b, 2b) with b = poke_interval * 2 ** (n - 2), as BaseSensorOperator._get_next_poke_interval.
+    for delay, low in zip(bands, [15, 30, 60, 120, 240], strict=True):
+        assert low <= delay < 2 * low
+    capped = GenerationWait("g1", poll_interval=30, timeout=10_000, exponential_backoff=True, max_wait=100, polls=9)
+    capped.on_result(result("processing"))
+    assert capped.next_delay() == 100
+    clock.now = 10_000 - 5
+    assert wait.next_delay() == 5  # never past the deadline
+
+
+def test_without_exponential_backoff_the_interval_is_fixed() -> None:
+    wait = GenerationWait("g1", poll_interval=30, timeout=10_000, polls=20)
+    wait.on_result(result("processing"))
+    assert wait.next_delay() == 30
+
+
+def test_an_estimate_schedules_the_first_read() -> None:
+    class Estimate:
+        def __init__(self) -> None:
+            self.observed: list[tuple[str, float | None, float]] = []
+
+        def first_read_after(self, key: str, poll_interval: float) -> float | None:
+            return 90.0 if key == "videos/5s" else None
+
+        def observe(self, key: str, *, at_least: float | None, at_most: float) -> None:
+            self.observed.append((key, at_least, at_most))
+
+    clock = FakeClock()
+    estimate = Estimate()
+    wait = GenerationWait(
+        "g1", poll_interval=30, timeout=3600, schedule_key="videos/5s", estimate=estimate, clock=clock, wall_clock=clock
+    )
+    assert wait.next_delay() == 90
+    assert GenerationWait("g1", poll_interval=30, timeout=3600, estimate=estimate).next_delay() == 0  # no key
+    clock.now = 90
+    wait.on_result(result("processing"))
+    clock.now = 120
+    wait.on_result(DONE)
+    assert estimate.observed == [("videos/5s", 90.0, 120.0)]
+
+
+# -- which errors end a wait: one definition ---------------------------------------------------------
+
+
+def _provider_error_classes() -> list[type[Exception]]:
+    import inspect
+
+    from airflow_provider_vidgen import exceptions
+
+    return [
+        cls
+        for _, cls in inspect.getmembers(exceptions, inspect.isclass)
+        if issubclass(cls, exceptions.VidgenError) and cls.__module__ == exceptions.__name__
+    ]
+
+
+@pytest.mark.parametrize("cls", _provider_error_classes(), ids=lambda cls: cls.__name__)
+def test_what_ends_a_wait_is_defined_once(cls: type[Exception]) -> None:
+    """The wait, and the events a trigger sends, derive from ``exceptions.WAIT_ENDING_ERRORS``: an
+    error Airflow does not retry (``AirflowFailException``) or an unknown id."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_vidgen.events import result_from_event
+    from airflow_provider_vidgen.exceptions import VidgenNotFoundError, ends_wait
+
+    error = cls.__new__(cls)
+    Exception.__init__(error, "boom")
+    fatal = issubclass(cls, (AirflowFailException, VidgenNotFoundError))
+    assert ends_wait(error) is fatal
+    wait = GenerationWait("g1", poll_interval=1, timeout=100, max_consecutive_failures=5)
+    if fatal:
+        with pytest.raises(cls):
+            wait.on_error(error)
+        # The trigger's error event re-raises it as the same class in the task.
+        event = {"status": "error", "generation_id": "g1", "message": "boom", "error_class": cls.__name__}
+        with pytest.raises(cls, match="boom"):
+            result_from_event(event, "g1", 100, lambda _id: DONE)
+    else:
+        wait.on_error(error)  # counted, the wait goes on
+        assert wait.consecutive_failures == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -40,7 +41,12 @@ from airflow_provider_vidgen.saving import (
     keep_existing,
     record_asset_events,
 )
-from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker, wait_for_generation
+from airflow_provider_vidgen.waiting import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    GenerationWait,
+    check_then_defer,
+    wait_for_generation,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -497,27 +503,15 @@ class _VidgenCreateOperator(BaseOperator):
 
     def _check_then_defer(self, generation_id: str) -> GenerationResult:
         """Check once: return the result if already completed, else defer to the trigger."""
-        tracker = WaitTracker(generation_id, max_consecutive_failures=self.max_consecutive_failures, log=self.log)
-        # The check is part of the wait: its read's retries (and any Retry-After) stay inside `timeout`,
-        # and the trigger gets what is left of it, as the synchronous wait would.
-        deadline = tracker.started_at + self.timeout
-        try:
-            done = tracker.on_result(self.hook.get_result(generation_id, deadline=deadline))
-        except VidgenError as err:
-            tracker.on_error(err)  # fatal errors raise; transient ones leave the waiting to the trigger
-            done = None
-        if done is not None:
-            return done
-        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
-
-        trigger = VideoGenerationTrigger.continuing(
-            tracker,
-            vidgen_conn_id=self.vidgen_conn_id,
+        wait = GenerationWait(
+            generation_id,
             poll_interval=self.poll_interval,
-            timeout=max(0.0, deadline - tracker.clock()),
+            timeout=self.timeout,
+            max_consecutive_failures=self.max_consecutive_failures,
+            log=self.log,
+            clock=time.time,  # its state goes to the trigger: on the wall clock
         )
-        self.defer(trigger=trigger, method_name="execute_complete")
-        raise AssertionError("defer() always raises")  # pragma: no cover
+        return check_then_defer(self, wait, self.hook.get_result, vidgen_conn_id=self.vidgen_conn_id)
 
     def execute_complete(self, context: Context, event: Any = None) -> str:
         """Resume after the trigger: the same XComs, errors and messages as the synchronous wait."""

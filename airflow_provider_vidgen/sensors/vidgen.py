@@ -22,9 +22,10 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutError, VidgenValidationError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.links import VideoLink
-from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, WaitTracker
+from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, GenerationWait, check_then_defer
 
-#: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3).
+#: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3): ``GenerationWait.to_state()``
+#: and the ``try_number`` it belongs to.
 WAIT_STATE_KEY = "vidgen_wait"
 
 #: ``BaseSensorOperator.execute`` itself, without the executor safeguard Airflow wraps around every
@@ -139,11 +140,18 @@ class VideoGenerationSensor(BaseSensorOperator):
         return VidgenHook(vidgen_conn_id=self.vidgen_conn_id)
 
     @cached_property
-    def tracker(self) -> WaitTracker:
-        """Status-change logging and the consecutive-failure budget of this wait (none with ``silent_fail``)."""
-        return WaitTracker(
+    def wait(self) -> GenerationWait:
+        """This run's wait: status-change logging, the consecutive-failure budget (none with
+        ``silent_fail``), the deadline and, in deferrable mode, the trigger's schedule
+        (``poke_interval``, ``exponential_backoff``, ``max_wait``)."""
+        max_wait = self.max_wait.total_seconds() if self.max_wait else None
+        return GenerationWait(
             self._enter(),
+            poll_interval=float(self.poke_interval),
+            timeout=float(self.timeout),
             max_consecutive_failures=None if self.silent_fail else self.max_consecutive_failures,
+            exponential_backoff=bool(self.exponential_backoff),
+            max_wait=max_wait,
             log=self.log,
             clock=time.time,
         )
@@ -159,7 +167,10 @@ class VideoGenerationSensor(BaseSensorOperator):
                 # first poke), so a late poke's retries do not sleep past the sensor's timeout.
                 first_poke = self._first_poke_time(context)
                 if first_poke is not None:
-                    self.tracker.started_at = min(first_poke, self.tracker.started_at)
+                    started_at = min(first_poke, self.wait.started_at)
+                    self.wait = GenerationWait.from_state(
+                        {**self.wait.to_state(), "started_at": started_at}, log=self.log
+                    )
             return None
         saved: Any = store.get(WAIT_STATE_KEY)
         ti = context["ti"]
@@ -168,9 +179,10 @@ class VideoGenerationSensor(BaseSensorOperator):
             and saved.get("generation_id") == self.generation_id
             and saved.get("try_number") == getattr(ti, "try_number", None)
         ):
-            self.tracker.started_at = float(saved.get("started_at", self.tracker.started_at))
-            self.tracker.last_status = str(saved["last_status"]) if saved.get("last_status") else None
-            self.tracker.consecutive_failures = int(saved.get("failures", 0))
+            # What this poke's options say, then what the earlier pokes saw (a store entry of an earlier
+            # version holds a part of it: started_at, last_status, failures).
+            carried = {key: value for key, value in saved.items() if key != "try_number"}
+            self.wait = GenerationWait.from_state({**self.wait.to_state(), **carried}, log=self.log)
         return store
 
     def _first_poke_time(self, context: Context) -> float | None:
@@ -196,23 +208,14 @@ class VideoGenerationSensor(BaseSensorOperator):
         return first.timestamp() if first is not None else None
 
     def _save_wait(self, context: Context, store: Any) -> None:
-        store.set(
-            WAIT_STATE_KEY,
-            {
-                "generation_id": self.generation_id,
-                "try_number": getattr(context["ti"], "try_number", None),
-                "started_at": self.tracker.started_at,
-                "last_status": self.tracker.last_status,
-                "failures": self.tracker.consecutive_failures,
-            },
-        )
+        store.set(WAIT_STATE_KEY, {**self.wait.to_state(), "try_number": getattr(context["ti"], "try_number", None)})
 
     def execute(self, context: Context) -> Any:
         with self._ending():
             self._enter()
             if self.deferrable:
                 return self._execute_deferrable(context)
-            _ = self.tracker  # built with the flags as set (silent_fail: no failure budget)
+            _ = self.wait  # built with the flags as set (silent_fail: no failure budget)
             with self._outcomes_decided_here():
                 return _BASE_EXECUTE(self, context)
 
@@ -264,19 +267,11 @@ class VideoGenerationSensor(BaseSensorOperator):
         return AirflowSkipException(f"Skipped ({flag}=True): {err}")
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        generation_id = self._enter()
+        self._enter()
         store = self._restore_wait(context)
-        try:
-            # The tracker's clock is wall-clock time (it carries over between reschedule pokes); the
-            # hook's deadline is monotonic: the time left until the sensor's timeout, from now.
-            left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
-            result = self.hook.get_result(generation_id, deadline=time.monotonic() + left)
-        except VidgenError as err:
-            self.tracker.on_error(err)
-            if store is not None:
-                self._save_wait(context, store)
-            return False
-        done = self.tracker.on_result(result)
+        # The wait's clock is wall-clock time (it carries over between reschedule pokes); the hook's
+        # deadline is monotonic: the time left until the sensor's timeout, from now.
+        done = self.wait.check(self.hook.get_result, deadline=self.wait.monotonic_deadline())
         if done is None:
             if store is not None:
                 self._save_wait(context, store)
@@ -284,21 +279,11 @@ class VideoGenerationSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=done.to_xcom())
 
     def _execute_deferrable(self, context: Context) -> Any:
-        # One check first: a generation that is already finished needs no trigger.
-        done = self.poke(context)
-        if isinstance(done, PokeReturnValue) and done.is_done:
-            return done.xcom_value
-        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
-
-        # The check was part of the wait: the trigger gets what is left of the timeout, not all of it again.
-        left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
-        trigger = VideoGenerationTrigger.continuing(
-            self.tracker,
-            vidgen_conn_id=self.vidgen_conn_id,
-            poll_interval=float(self.poke_interval),
-            timeout=max(0.0, left),
-        )
-        self.defer(trigger=trigger, method_name="execute_complete")
+        # One check first: a generation that is already finished needs no trigger. The check is part
+        # of the wait: the trigger gets what is left of the timeout, not all of it again.
+        self._restore_wait(context)
+        done = check_then_defer(self, self.wait, self.hook.get_result, vidgen_conn_id=self.vidgen_conn_id)
+        return done.to_xcom()
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after the trigger. ``execute_complete`` applies the outcome table itself (the same as
@@ -322,7 +307,7 @@ class VideoGenerationSensor(BaseSensorOperator):
         return result.to_xcom()
 
     def _timeout_error(self) -> VidgenSensorTimeoutError:
-        return VidgenSensorTimeoutError(self.generation_id, float(self.timeout), self.tracker.last_status)
+        return VidgenSensorTimeoutError(self.generation_id, float(self.timeout), self.wait.last_status)
 
 
 __all__ = ["VideoGenerationSensor"]

@@ -8,7 +8,6 @@ first trigger runs (see :func:`_load_runtime`), never on the loop.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -18,11 +17,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
     from airflow_provider_vidgen.connection import ConnectionSettings
-    from airflow_provider_vidgen.waiting import WaitTracker
-
-#: The same default as ``airflow_provider_vidgen.waiting.DEFAULT_MAX_CONSECUTIVE_FAILURES`` (not
-#: imported from there: importing it would load the models on the triggerer's event loop).
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+    from airflow_provider_vidgen.waiting import GenerationWait
 
 #: Modules a running trigger needs; imported off the event loop by :func:`_load_runtime`.
 _RUNTIME_MODULES = (
@@ -76,10 +71,6 @@ async def _load_runtime() -> None:
     _runtime_loaded = True
 
 
-#: Polls are spread by +/- this fraction of the interval, so mapped tasks do not poll in lock-step.
-JITTER = 0.1
-#: The first check comes within this many seconds of the start (at most 20% of the interval).
-FIRST_CHECK_WITHIN = 2.0
 #: Wake-ups are rounded up to this grid (seconds): triggers due within the same tick wake together,
 #: so the event loop handles their polls in one pass instead of one pass each.
 TICK = 0.1
@@ -139,82 +130,62 @@ async def resolve_settings(conn_id: str) -> ConnectionSettings:
 
 
 class VideoGenerationTrigger(BaseTrigger):
-    """Poll the result endpoint until the generation is terminal or ``end_time`` passes.
+    """Poll the result endpoint until the generation is terminal or the wait's deadline passes.
 
     Yields exactly one event (see :mod:`airflow_provider_vidgen.events`): ``completed`` (with the
-    result), ``failed`` (with the API's error), ``timeout`` or ``error``.
+    result), ``failed`` (with the API's error), ``timeout`` or ``error``. The schedule, the failure
+    budget and the verdict are the wait's (:class:`~airflow_provider_vidgen.waiting.GenerationWait`),
+    built from the kwargs when the trigger runs (never when the triggerer imports this module).
 
-    :param generation_id: The generation to wait on.
     :param vidgen_conn_id: Airflow connection of type ``vidgen`` (resolved once per run; triggers on
         one event loop share a lookup for :data:`CONNECTION_TTL` seconds).
-    :param poll_interval: Seconds between polls (jittered by +/-10%).
-    :param end_time: Absolute deadline, unix seconds; a restarted trigger keeps it.
-    :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff);
-        ``None``: no limit (the sensor's ``silent_fail``), only ``end_time`` ends an outage.
-    :param started_at: Unix time the wait began (for elapsed times in the log across restarts).
-    :param last_status: The status the task saw before deferring (so it is not logged twice).
-    :param consecutive_failures: Failed polls in a row before deferring (the budget is shared).
+    :param wait: The wait's state as ``GenerationWait.to_state`` gives it (primitives: generation id,
+        poll interval, start and timeout, failure budget, last status, ...; never a secret). The
+        kwargs of a trigger serialized by an earlier version (``end_time``, and ``started_at`` the
+        time of the hand-over) load too.
     """
 
-    def __init__(
-        self,
-        generation_id: str,
-        vidgen_conn_id: str,
-        poll_interval: float,
-        end_time: float,
-        max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-        started_at: float | None = None,
-        last_status: str | None = None,
-        consecutive_failures: int = 0,
-    ) -> None:
+    def __init__(self, vidgen_conn_id: str, **wait: Any) -> None:
         super().__init__()
-        self.generation_id = generation_id
         self.vidgen_conn_id = vidgen_conn_id
-        self.poll_interval = float(poll_interval)
-        self.end_time = float(end_time)
-        self.max_consecutive_failures = None if max_consecutive_failures is None else int(max_consecutive_failures)
-        self.started_at = float(started_at) if started_at is not None else time.time()
-        self.last_status = last_status
-        self.consecutive_failures = int(consecutive_failures)
+        self.wait_state = wait
+
+    @property
+    def generation_id(self) -> str:
+        """The generation waited on."""
+        return str(self.wait_state["generation_id"])
+
+    @property
+    def end_time(self) -> float:
+        """The wait's deadline, unix seconds (a restarted trigger keeps it)."""
+        state = self.wait_state
+        if "timeout" not in state:  # kwargs serialized by an earlier version: the deadline itself
+            return float(state["end_time"])
+        return float(state["started_at"]) + float(state["timeout"])
 
     @classmethod
-    def continuing(
-        cls, tracker: WaitTracker, *, vidgen_conn_id: str, poll_interval: float, timeout: float
-    ) -> VideoGenerationTrigger:
-        """The trigger that takes over a wait a task has just checked (deadline: ``timeout`` from now).
+    def continuing(cls, wait: GenerationWait, *, vidgen_conn_id: str) -> VideoGenerationTrigger:
+        """The trigger that takes over a wait a task has just checked (its deadline unchanged).
 
-        :param tracker: The task's wait so far (last status seen, failed polls in a row).
+        :param wait: The task's wait so far (last status seen, failed polls in a row, ...).
         :param vidgen_conn_id: Airflow connection of type ``vidgen``.
-        :param poll_interval: Seconds between polls.
-        :param timeout: Seconds from now until the wait ends with a ``timeout`` event.
         """
-        now = time.time()
-        return cls(
-            generation_id=tracker.generation_id,
-            vidgen_conn_id=vidgen_conn_id,
-            poll_interval=poll_interval,
-            end_time=now + timeout,
-            max_consecutive_failures=tracker.max_consecutive_failures,
-            started_at=now,
-            last_status=tracker.last_status,
-            consecutive_failures=tracker.consecutive_failures,
-        )
+        return cls(vidgen_conn_id=vidgen_conn_id, **wait.hand_over())
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and primitive arguments (no secrets: the key is looked up from the connection)."""
+        """Class path and primitive arguments: the connection id and the wait's state (no secrets:
+        the key is looked up from the connection)."""
         return (
             "airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger",
-            {
-                "generation_id": self.generation_id,
-                "vidgen_conn_id": self.vidgen_conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-                "max_consecutive_failures": self.max_consecutive_failures,
-                "started_at": self.started_at,
-                "last_status": self.last_status,
-                "consecutive_failures": self.consecutive_failures,
-            },
+            {"vidgen_conn_id": self.vidgen_conn_id, **self.wait_state},
         )
+
+    def load_wait(self) -> GenerationWait:
+        """The wait these kwargs hold, in this process. It imports the wait (and the models): call it
+        off the triggerer's import of this module, as :meth:`run` does after :func:`_load_runtime`."""
+        from airflow_provider_vidgen.waiting import GenerationWait
+
+        return GenerationWait.from_state(self.wait_state, log=self.log, spread=True)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until terminal; yield one event."""
@@ -227,42 +198,27 @@ class VideoGenerationTrigger(BaseTrigger):
                 "generation_id": self.generation_id,
                 "result": None,
                 "message": str(err),
-                "last_status": self.last_status,
+                "last_status": self.wait_state.get("last_status"),
                 "error_class": type(err).__name__,
             }
         yield TriggerEvent(event)
-
-    def _restarted(self) -> bool:
-        # A trigger normally starts right after its task deferred: one that starts more than a poll
-        # interval later was restarted (a new triggerer took it over), maybe with thousands of others.
-        return time.time() - self.started_at > self.poll_interval
 
     async def _wait(self) -> dict[str, Any]:
         from airflow_provider_vidgen.async_client import ResultReader, shared_session
         from airflow_provider_vidgen.events import make_event
         from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError
         from airflow_provider_vidgen.retry_policy import RetryPolicy
-        from airflow_provider_vidgen.waiting import WaitTracker
 
-        restarted = self._restarted()
-        tracker = WaitTracker(
-            self.generation_id,
-            max_consecutive_failures=self.max_consecutive_failures,
-            log=self.log,
-            started_at=self.started_at,
-            clock=time.time,
-            # An earlier triggerer may have logged a transition from last_status already: do not log it again.
-            resumed=restarted,
-        )
-        tracker.last_status = self.last_status
-        tracker.consecutive_failures = self.consecutive_failures
+        # A trigger started more than a poll interval after its task deferred was restarted (a new
+        # triggerer took it over): its wait is resumed (logs a status, spreads its first check).
+        tracker = self.load_wait()
         try:
             settings = await resolve_settings(self.vidgen_conn_id)
         except VidgenError as err:
             return make_event("error", self.generation_id, error=err)
         reader = ResultReader(settings, self.generation_id)
         policy = RetryPolicy.from_settings(settings)  # the same policy as VidgenHook.get_result
-        delay = self._first_delay(restarted)
+        delay = tracker.next_delay()
         attempt = 0  # failed reads within the current poll: retried like the hook retries them
         async with shared_session() as session:
             while True:
@@ -271,7 +227,7 @@ class VideoGenerationTrigger(BaseTrigger):
                     return make_event(
                         "timeout",
                         self.generation_id,
-                        message=str(tracker.timeout_error(self.end_time - self.started_at)),
+                        message=str(tracker.timeout_error()),
                         last_status=tracker.last_status,
                     )
                 await asyncio.sleep(min(_until_next_tick(delay, time.time()), remaining))
@@ -290,7 +246,7 @@ class VideoGenerationTrigger(BaseTrigger):
                         tracker.on_error(err)  # one failed poll, as in the synchronous wait
                     except VidgenError as fatal:
                         return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
-                    delay = self._next_poll()
+                    delay = tracker.next_delay()
                     continue
                 attempt = 0
                 try:
@@ -301,18 +257,7 @@ class VideoGenerationTrigger(BaseTrigger):
                     return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
                 if done is not None:
                     return make_event("completed", self.generation_id, result=done)
-                delay = self._next_poll()
-
-    def _first_delay(self, restarted: bool | None = None) -> float:
-        # A restarted trigger (with thousands of others, maybe) spreads its first check over a whole
-        # interval instead of the first seconds.
-        if restarted is None:
-            restarted = self._restarted()
-        window = self.poll_interval if restarted else min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2)
-        return random.uniform(0, window)
-
-    def _next_poll(self) -> float:
-        return self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
+                delay = tracker.next_delay()
 
 
 __all__ = ["VideoGenerationTrigger"]
