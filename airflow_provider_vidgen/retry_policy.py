@@ -64,7 +64,8 @@ def backoff_delay(
     :param retry_after: The server's ``Retry-After``, seconds: a floor, the delay is never shorter.
     :param rng: Random source of the jitter (the ``random`` module by default).
     """
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    # The exponent is bounded: 2.0 ** 1024 is past what a float holds, and 2 ** 64 times any base is past any cap.
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 64))
     delay = (rng or random).uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, retry_after)
@@ -182,30 +183,41 @@ class RetryPolicy:
         def left() -> float:
             return float("inf") if deadline is None else deadline - clock()
 
-        def past_deadline(state: tenacity.RetryCallState) -> bool:
-            return deadline is not None and state.upcoming_sleep >= left()
+        def delay_of(state: tenacity.RetryCallState) -> float:
+            # One delay per failed attempt, drawn once, for the deadline check, the sleep and the log
+            # alike: tenacity < 8.3 (which Airflow 2.11 allows) asks `stop` before `wait` and has no
+            # `upcoming_sleep`, so neither may be relied on.
+            drawn: tuple[int, float] | None = getattr(state, _DELAY_ATTRIBUTE, None)
+            if drawn is None or drawn[0] != state.attempt_number:
+                drawn = (state.attempt_number, self.delay(state.attempt_number, _failure(state)))
+                setattr(state, _DELAY_ATTRIBUTE, drawn)
+            return drawn[1]
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            return self.delay(state.attempt_number, _failure(state))
+        def past_deadline(state: tenacity.RetryCallState) -> bool:
+            return deadline is not None and delay_of(state) >= left()
 
         def raise_give_up(state: tenacity.RetryCallState) -> None:
             last, attempts = _failure(state), state.attempt_number
             if attempts >= self.max_attempts:
                 raise (give_up or self.gave_up)(last, attempts) from None
-            raise self.gave_up_at_deadline(last, attempts, state.upcoming_sleep, left()) from None
+            raise self.gave_up_at_deadline(last, attempts, delay_of(state), left()) from None
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             if on_retry is not None:
-                on_retry(state.attempt_number, _failure(state), state.upcoming_sleep)
+                on_retry(state.attempt_number, _failure(state), delay_of(state))
 
         return tenacity.Retrying(
             retry=tenacity.retry_if_exception(self.retryable),
-            wait=wait,
+            wait=delay_of,
             stop=lambda state: state.attempt_number >= self.max_attempts or past_deadline(state),
             sleep=sleep,
             before_sleep=before_sleep,
             retry_error_callback=raise_give_up,
         )
+
+
+#: Where :meth:`RetryPolicy.retrying` keeps the delay it drew for an attempt, on tenacity's call state.
+_DELAY_ATTRIBUTE = "_vidgen_delay"
 
 
 def _failure(state: tenacity.RetryCallState) -> BaseException:

@@ -150,6 +150,46 @@ def test_retry_after_past_the_deadline_gives_up_at_once() -> None:
     assert len(calls) == 1
 
 
+def _failed_state(retrying: object, error: BaseException, as_before_tenacity_8_3: bool) -> object:
+    import tenacity
+
+    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.set_exception((type(error), error, None))
+    if as_before_tenacity_8_3 and hasattr(state, "upcoming_sleep"):
+        # tenacity < 8.3 (which Airflow 2.11 allows) has no `upcoming_sleep` and asks `stop` before `wait`.
+        del state.upcoming_sleep
+    return state
+
+
+@pytest.mark.parametrize("as_before_tenacity_8_3", [True, False])
+def test_the_deadline_holds_whichever_order_tenacity_asks_stop_and_wait(as_before_tenacity_8_3: bool) -> None:
+    clock = FakeClock()
+    retries: list[float] = []
+    retrying = RetryPolicy(max_retries=5, base_delay=0.01, max_delay=0.01).retrying(
+        deadline=clock.now + 3,
+        clock=clock,
+        sleep=clock.sleep,
+        on_retry=lambda attempts, last, delay: retries.append(delay),
+    )
+    late = _failed_state(retrying, SendAgain("HTTP 429", 429, retry_after=30), as_before_tenacity_8_3)
+    assert retrying.stop(late) is True  # asked before any wait: the 30 s Retry-After ends past the deadline
+    with pytest.raises(VidgenTransientError, match=r"due in 30.0s, would start after the wait's deadline, 3.0s"):
+        retrying.retry_error_callback(late)  # type: ignore[misc]
+
+    soon = _failed_state(retrying, SendAgain("HTTP 503", 503), as_before_tenacity_8_3)
+    assert retrying.stop(soon) is False
+    delay = retrying.wait(soon)
+    assert 0.005 <= delay <= 0.01
+    retrying.before_sleep(soon)  # type: ignore[misc]
+    assert retries == [delay]  # the delay the deadline was checked against is the one slept and logged
+
+
+def test_backoff_of_a_late_attempt_is_the_cap() -> None:
+    # 2 ** 1100 is past what a float holds: a connection with a large max_retries must not crash the retry.
+    assert 2.5 <= backoff_delay(1100, base=1.0, cap=5.0) <= 5.0
+    assert backoff_delay(5000, base=1.0, cap=5.0, retry_after=7.0) == 7.0
+
+
 @pytest.mark.parametrize(
     ("status", "transient", "not_acted_on"),
     [
