@@ -147,6 +147,7 @@ def test_reschedule_mode_carries_the_wait_over_in_the_task_state_store(
 # -- the generation id, where it enters -------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("resume_on_worker")
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
 def test_generation_id_with_surrounding_blanks_works_in_every_mode(
     emulator_conn: Emulator, context: dict[str, Any], deferrable: bool

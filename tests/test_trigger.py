@@ -68,6 +68,8 @@ def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
         "started_at",
         "last_status",
         "consecutive_failures",
+        "timeout",
+        "success_xcoms",
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)

@@ -453,13 +453,16 @@ class _VidgenCreateOperator(BaseOperator):
             done = None
         if done is not None:
             return done
-        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger, ends_in_triggerer
 
         trigger = VideoGenerationTrigger.continuing(
             tracker,
             vidgen_conn_id=self.vidgen_conn_id,
             poll_interval=self.poll_interval,
             timeout=max(0.0, deadline - tracker.clock()),
+            # Success ends the task in the triggerer with the XComs of _push_result; saving a video
+            # (blocking I/O) resumes on a worker.
+            success_xcoms="create" if ends_in_triggerer() and not self.output_path else None,
         )
         self.defer(trigger=trigger, method_name="execute_complete")
         raise AssertionError("defer() always raises")  # pragma: no cover

@@ -110,6 +110,10 @@ class VideoGenerationSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("generation_id", "vidgen_conn_id")
     ui_color = "#e1bee7"
     operator_extra_links = (VideoLink(),)
+    # Set per sensor in __init__ (see _start_in_triggerer). Mapped sensors read these class values
+    # (Airflow does not start a mapped task in the triggerer): they start on a worker.
+    start_from_trigger = False
+    start_trigger_args = None
 
     def __init__(
         self,
@@ -127,6 +131,36 @@ class VideoGenerationSensor(BaseSensorOperator):
         self.vidgen_conn_id = vidgen_conn_id
         self.max_consecutive_failures = max_consecutive_failures
         self.deferrable = deferrable
+        self._start_in_triggerer()
+
+    def _start_in_triggerer(self) -> None:
+        """Where Airflow supports it (see ``ends_in_triggerer``), a deferrable sensor starts in the
+        triggerer, with its id (and connection id) rendered there, and a successful wait ends there:
+        no worker process at all. The kwargs are primitives and names; the key is looked up there."""
+        from airflow_provider_vidgen.triggers.vidgen import TRIGGER_TIMEOUT_GRACE, ends_in_triggerer
+
+        if not (self.deferrable and ends_in_triggerer()):
+            return
+        if not isinstance(self.generation_id, str) or not isinstance(self.vidgen_conn_id, str):
+            return  # an XComArg is resolved on a worker only
+        from airflow.triggers.base import StartTriggerArgs
+
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls="airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger",
+            trigger_kwargs={
+                "generation_id": self.generation_id,
+                "vidgen_conn_id": self.vidgen_conn_id,
+                "poll_interval": float(self.poke_interval),
+                "end_time": None,
+                "timeout": float(self.timeout),
+                "max_consecutive_failures": None if self.silent_fail else self.max_consecutive_failures,
+                "success_xcoms": "sensor",
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=timedelta(seconds=float(self.timeout) + TRIGGER_TIMEOUT_GRACE),
+        )
 
     def _enter(self) -> str:
         """Normalise the (rendered) generation id once, where it enters; every later use reads it."""
@@ -288,7 +322,7 @@ class VideoGenerationSensor(BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
-        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger, ends_in_triggerer
 
         # The check was part of the wait: the trigger gets what is left of the timeout, not all of it again.
         left = self.tracker.started_at + float(self.timeout) - self.tracker.clock()
@@ -297,6 +331,7 @@ class VideoGenerationSensor(BaseSensorOperator):
             vidgen_conn_id=self.vidgen_conn_id,
             poll_interval=float(self.poke_interval),
             timeout=max(0.0, left),
+            success_xcoms="sensor" if ends_in_triggerer() else None,
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 

@@ -8,6 +8,7 @@ first trigger runs (see :func:`_load_runtime`), never on the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 import weakref
@@ -19,6 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 if TYPE_CHECKING:
     from airflow_provider_vidgen.connection import ConnectionSettings
     from airflow_provider_vidgen.exceptions import VidgenError
+    from airflow_provider_vidgen.models import GenerationResult
     from airflow_provider_vidgen.waiting import WaitTracker
 
 #: The same default as ``airflow_provider_vidgen.waiting.DEFAULT_MAX_CONSECUTIVE_FAILURES`` (not
@@ -91,6 +93,31 @@ def _until_next_tick(delay: float, now: float) -> float:
     return delay + (-wake) % TICK
 
 
+#: What a trigger that ends its task on success pushes as XCom (see :func:`ends_in_triggerer`):
+#: ``sensor``, the sensor's ``return_value`` (the result); ``create``, a create operator's XComs.
+SUCCESS_XCOMS = ("sensor", "create")
+#: A task started in the triggerer ends its own wait this many seconds before Airflow's trigger
+#: timeout (``StartTriggerArgs.timeout`` = the wait's timeout + this), so it ends with the wait's own
+#: ``timeout`` event and message, not with Airflow's cancellation.
+TRIGGER_TIMEOUT_GRACE = 60.0
+
+
+@functools.cache
+def ends_in_triggerer() -> bool:
+    """Whether a successful wait ends its task in the triggerer (``TaskSuccessEvent`` with XComs) and a
+    deferrable sensor starts there with its templates rendered there: Airflow >= 3.3, and only while
+    Airflow's log of a fired event (``repr``) leaves the event's XComs (a signed video URL) out of it.
+    Elsewhere every wait resumes its task on a worker, as before."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:
+        return False
+    from airflow.triggers.base import TaskSuccessEvent
+
+    probe = "vidgen-xcom-probe"
+    return probe not in repr(TaskSuccessEvent(xcoms={"probe": probe}))
+
+
 #: Seconds a resolved connection is shared by the triggers of one event loop.
 CONNECTION_TTL = 30.0
 
@@ -148,12 +175,18 @@ class VideoGenerationTrigger(BaseTrigger):
     :param vidgen_conn_id: Airflow connection of type ``vidgen`` (resolved once per run; triggers on
         one event loop share a lookup for :data:`CONNECTION_TTL` seconds).
     :param poll_interval: Seconds between polls (jittered by +/-10%).
-    :param end_time: Absolute deadline, unix seconds; a restarted trigger keeps it.
+    :param end_time: Absolute deadline, unix seconds; a restarted trigger keeps it. ``None``: the trigger
+        was started by the scheduler (``start_from_trigger``): the deadline is Airflow's trigger timeout
+        of the task less :data:`TRIGGER_TIMEOUT_GRACE`, else ``timeout`` from the start.
     :param max_consecutive_failures: Transient poll failures tolerated in a row (with backoff);
         ``None``: no limit (the sensor's ``silent_fail``), only ``end_time`` ends an outage.
     :param started_at: Unix time the wait began (for elapsed times in the log across restarts).
     :param last_status: The status the task saw before deferring (so it is not logged twice).
     :param consecutive_failures: Failed polls in a row before deferring (the budget is shared).
+    :param timeout: Seconds the wait may last, for a trigger started without ``end_time``.
+    :param success_xcoms: ``None``: every outcome resumes the task on a worker. One of
+        :data:`SUCCESS_XCOMS`: ``completed`` ends the task here (``TaskSuccessEvent``) with the XComs the
+        task would have pushed (where :func:`ends_in_triggerer`); other outcomes resume it.
     """
 
     def __init__(
@@ -161,17 +194,28 @@ class VideoGenerationTrigger(BaseTrigger):
         generation_id: str,
         vidgen_conn_id: str,
         poll_interval: float,
-        end_time: float,
+        end_time: float | None,
         max_consecutive_failures: int | None = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         started_at: float | None = None,
         last_status: str | None = None,
         consecutive_failures: int = 0,
+        timeout: float | None = None,
+        success_xcoms: str | None = None,
     ) -> None:
         super().__init__()
+        if end_time is None and timeout is None:
+            raise ValueError("VideoGenerationTrigger needs end_time or timeout")
+        if success_xcoms is not None and success_xcoms not in SUCCESS_XCOMS:
+            raise ValueError(f"success_xcoms must be None or one of {SUCCESS_XCOMS}, got {success_xcoms!r}")
+        # generation_id and vidgen_conn_id may still be templates here (started in the triggerer: Airflow
+        # renders them after __init__, before run()); they are checked in run().
         self.generation_id = generation_id
         self.vidgen_conn_id = vidgen_conn_id
         self.poll_interval = float(poll_interval)
-        self.end_time = float(end_time)
+        self.end_time = float(end_time) if end_time is not None else None
+        self.timeout = float(timeout) if timeout is not None else None
+        self.success_xcoms = success_xcoms
+        self._completed: GenerationResult | None = None
         self.max_consecutive_failures = None if max_consecutive_failures is None else int(max_consecutive_failures)
         self.started_at = float(started_at) if started_at is not None else time.time()
         self.last_status = last_status
@@ -179,7 +223,13 @@ class VideoGenerationTrigger(BaseTrigger):
 
     @classmethod
     def continuing(
-        cls, tracker: WaitTracker, *, vidgen_conn_id: str, poll_interval: float, timeout: float
+        cls,
+        tracker: WaitTracker,
+        *,
+        vidgen_conn_id: str,
+        poll_interval: float,
+        timeout: float,
+        success_xcoms: str | None = None,
     ) -> VideoGenerationTrigger:
         """The trigger that takes over a wait a task has just checked (deadline: ``timeout`` from now).
 
@@ -187,6 +237,7 @@ class VideoGenerationTrigger(BaseTrigger):
         :param vidgen_conn_id: Airflow connection of type ``vidgen``.
         :param poll_interval: Seconds between polls.
         :param timeout: Seconds from now until the wait ends with a ``timeout`` event.
+        :param success_xcoms: End the task here on success, with these XComs (see the class).
         """
         now = time.time()
         return cls(
@@ -198,6 +249,7 @@ class VideoGenerationTrigger(BaseTrigger):
             started_at=now,
             last_status=tracker.last_status,
             consecutive_failures=tracker.consecutive_failures,
+            success_xcoms=success_xcoms,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -213,6 +265,8 @@ class VideoGenerationTrigger(BaseTrigger):
                 "started_at": self.started_at,
                 "last_status": self.last_status,
                 "consecutive_failures": self.consecutive_failures,
+                "timeout": self.timeout,
+                "success_xcoms": self.success_xcoms,
             },
         )
 
@@ -220,17 +274,61 @@ class VideoGenerationTrigger(BaseTrigger):
         """Poll until terminal; yield one event."""
         try:
             await _load_runtime()
+            self._start()
             event = await self._wait()
         except Exception as err:  # never die without an event; the task reports it
             event = {
                 "status": "error",
-                "generation_id": self.generation_id,
+                "generation_id": str(self.generation_id),
                 "result": None,
                 "message": str(err),
                 "last_status": self.last_status,
                 "error_class": type(err).__name__,
             }
+        if event["status"] == "completed" and self._completed is not None and self._ends_task():
+            yield self._success_event(self._completed)
+            return
         yield TriggerEvent(event)
+
+    def _start(self) -> None:
+        """Check what Airflow may have rendered since ``__init__``; fix the deadline of a trigger that the
+        scheduler started (no ``end_time``): Airflow's trigger timeout of the task, kept across restarts."""
+        from airflow_provider_vidgen.exceptions import VidgenValidationError
+
+        if not isinstance(self.generation_id, str) or not self.generation_id.strip():
+            raise VidgenValidationError(
+                f"VideoGenerationSensor: generation_id must be a non-blank string (the id a create operator "
+                f"returned), got {type(self.generation_id).__name__} {self.generation_id!r}"
+            )
+        self.generation_id = self.generation_id.strip()
+        if self.end_time is not None:
+            return
+        assert self.timeout is not None
+        timeout_after = getattr(self, "timeout_after", None)  # set by the triggerer from the task instance
+        if timeout_after is not None:
+            self.end_time = timeout_after.timestamp() - TRIGGER_TIMEOUT_GRACE
+            self.started_at = min(self.started_at, self.end_time - self.timeout)
+        else:
+            self.end_time = self.started_at + self.timeout
+
+    def _ends_task(self) -> bool:
+        return self.success_xcoms is not None and ends_in_triggerer()
+
+    def _success_event(self, result: GenerationResult) -> TriggerEvent:
+        """End the task here with the XComs it would have pushed itself (never logged by Airflow, see
+        :func:`ends_in_triggerer`; the log line names the URL without its query)."""
+        from airflow.triggers.base import TaskSuccessEvent
+
+        from airflow_provider_vidgen import protocol
+        from airflow_provider_vidgen.events import success_xcoms
+
+        self.log.info(
+            "Generation %s completed: %s s of video at %s (the task ends here)",
+            result.id,
+            result.actual_duration,
+            protocol.url_for_log(str(result.video_url)),
+        )
+        return TaskSuccessEvent(xcoms=success_xcoms(str(self.success_xcoms), result))
 
     def _restarted(self) -> bool:
         # A trigger normally starts right after its task deferred: one that starts more than a poll
@@ -244,6 +342,8 @@ class VideoGenerationTrigger(BaseTrigger):
         from airflow_provider_vidgen.exceptions import VidgenError, VidgenGenerationFailedError, VidgenTransientError
         from airflow_provider_vidgen.waiting import WaitTracker
 
+        assert self.end_time is not None  # fixed by _start()
+        end_time = self.end_time
         restarted = self._restarted()
         tracker = WaitTracker(
             self.generation_id,
@@ -265,17 +365,17 @@ class VideoGenerationTrigger(BaseTrigger):
         attempt = 0  # failed reads within the current poll: retried like the hook retries them
         async with shared_session() as session:
             while True:
-                remaining = self.end_time - time.time()
+                remaining = end_time - time.time()
                 if remaining <= 0:
                     return make_event(
                         "timeout",
                         self.generation_id,
-                        message=str(tracker.timeout_error(self.end_time - self.started_at)),
+                        message=str(tracker.timeout_error(end_time - self.started_at)),
                         last_status=tracker.last_status,
                     )
                 await asyncio.sleep(min(_until_next_tick(delay, time.time()), remaining))
                 try:
-                    result = await reader.read(session, self.end_time)
+                    result = await reader.read(session, end_time)
                 except VidgenError as err:
                     if isinstance(err, VidgenTransientError) and attempt < settings.max_retries:
                         # The same policy as VidgenHook.get_result: backoff (and Retry-After) within the poll.
@@ -299,6 +399,7 @@ class VideoGenerationTrigger(BaseTrigger):
                 except VidgenError as fatal:  # e.g. the failure budget spent on "completed without URL"
                     return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
                 if done is not None:
+                    self._completed = done
                     return make_event("completed", self.generation_id, result=done)
                 delay = self._next_poll()
 
