@@ -54,6 +54,8 @@ RUN_ID = "system"
 BASELINE_RUN_ID = "baseline"
 OUTAGE_SECONDS = 20
 RERUN_TASKS = ("videos", "starvideos", "submit", "watch", "save")
+#: A video URL with its (signed, temporary) query string, as the emulator issues them.
+SIGNED_VIDEO_URL = re.compile(rb"/files/[\w.-]+\.mp4\?expires=")
 STARTS_DAG_ID = "vidgen_system_starts"
 STARTS_RUN_ID = "starts"
 #: Worker task-process starts of each task of ``vidgen_system_starts`` (one try each): ``before``, every
@@ -963,8 +965,11 @@ class Run:
         places = [dump, *sorted(p for p in (self.home / "logs").rglob("*") if p.is_file())]
         places += sorted(p for p in (self.run_dir / "components").glob("*.log"))
         found: dict[str, list[str]] = {"provider_key": [], "baseline_key": []}
+        signed_urls: list[str] = []
         for path in places:
             data = path.read_bytes()
+            if path != dump and SIGNED_VIDEO_URL.search(data):  # XCom holds it (the dump), no log may
+                signed_urls.append(str(path.relative_to(self.run_dir)))
             if self.key and self.key.encode() in data:
                 found["provider_key"].append(str(path.relative_to(self.run_dir)))
             if self.baseline_key.encode() in data:
@@ -982,7 +987,10 @@ class Run:
             "provider_key_found_in": found["provider_key"],
             "baseline_key_found_in": found["baseline_key"][:20],
             "baseline_key_tables": tables,
+            "signed_video_url_found_in": signed_urls,
         }
+        if signed_urls:
+            self.failures.append(f"a signed video URL was found in: {signed_urls[:10]}")
         if found["provider_key"]:
             self.failures.append(f"the API key was found in: {found['provider_key'][:10]}")
 
@@ -1108,8 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expect-starts",
         choices=sorted(EXPECTED_STARTS),
-        default="before",
-        help="worker task-process starts expected of each wait shape (default: before)",
+        default="after",
+        help="worker task-process starts expected of each wait shape (default: after)",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the HTTP-provider baseline")
     parser.add_argument("--worker-concurrency", type=int, default=4)
