@@ -127,6 +127,18 @@ def test_sensors_that_start_on_a_worker() -> None:
     assert not mapped.start_from_trigger
 
 
+def test_a_sensor_whose_dag_has_its_own_template_macros_starts_on_a_worker() -> None:
+    """The triggerer renders with Airflow's plain Jinja environment: the DAG's macros exist on a worker only."""
+    from airflow.providers.common.compat.sdk import DAG
+
+    with DAG(dag_id="m", schedule=None, start_date=datetime(2026, 1, 1), user_defined_macros={"gid": lambda: "x"}):
+        with_macros = sensor(generation_id="{{ gid() }}")
+    with DAG(dag_id="p", schedule=None, start_date=datetime(2026, 1, 1)):
+        plain = sensor()
+    assert not with_macros.start_from_trigger
+    assert plain.start_from_trigger is AIRFLOW_V_3_3_PLUS
+
+
 @needs_3_3
 def test_started_in_the_triggerer_a_completed_wait_ends_the_task_with_the_sensor_xcom(
     emulator_conn: Emulator, context: dict[str, Any]

@@ -143,6 +143,14 @@ class VideoGenerationSensor(BaseSensorOperator):
             return
         if not isinstance(self.generation_id, str) or not isinstance(self.vidgen_conn_id, str):
             return  # an XComArg is resolved on a worker only
+        try:
+            dag: Any = self.dag
+        except Exception:  # not in a DAG (yet)
+            dag = None
+        if dag is not None and (
+            dag.user_defined_macros or dag.user_defined_filters or getattr(dag, "render_template_as_native_obj", False)
+        ):
+            return  # the triggerer renders with Airflow's plain environment, without the DAG's macros
         from airflow.triggers.base import StartTriggerArgs
 
         self.start_from_trigger = True
