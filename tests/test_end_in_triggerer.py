@@ -110,6 +110,25 @@ def test_deferrable_sensor_starts_in_the_triggerer_with_primitive_kwargs(emulato
     assert set(kwargs) <= set(wait.template_fields) | set(VideoGenerationTrigger(**kwargs).serialize()[1])
 
 
+@needs_3_3
+def test_the_scheduler_sees_the_start_in_the_triggerer() -> None:
+    """As the DAG processor serializes it and the scheduler reads it back (``TaskInstance.defer_task``)."""
+    from airflow.providers.common.compat.sdk import DAG
+    from airflow.serialization.serialized_objects import BaseSerialization, DagSerialization
+
+    with DAG(dag_id="s", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        sensor(timeout=600)
+    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("wait")
+    assert task.start_from_trigger is True
+    args = task.start_trigger_args
+    assert args.trigger_cls == CLASSPATH
+    assert args.next_method == "execute_complete"
+    assert args.timeout == timedelta(seconds=600 + TRIGGER_TIMEOUT_GRACE)
+    kwargs = BaseSerialization.deserialize(args.trigger_kwargs)
+    assert kwargs["generation_id"] == "{{ ti.xcom_pull(task_ids='create') }}"
+    assert kwargs["end_time"] is None
+
+
 def test_silent_fail_sensor_starts_with_no_failure_budget() -> None:
     wait = sensor(silent_fail=True)
     if AIRFLOW_V_3_3_PLUS:
