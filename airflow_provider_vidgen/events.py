@@ -70,9 +70,8 @@ def make_event(
 
 def success_xcoms(kind: str, result: GenerationResult) -> dict[str, Any]:
     """The XComs a task that waited for ``result`` pushes itself on success, for a trigger that ends
-    the task (``TaskSuccessEvent``): ``sensor``, the result as ``return_value``; ``create``, the id as
-    ``return_value`` and the ``video_url`` and ``actual_duration`` (``generation_id`` was pushed before
-    the task deferred). Airflow does not log these (see ``triggers.vidgen.ends_in_triggerer``).
+    the task: ``sensor``, the result as ``return_value``; ``create``, the id as ``return_value`` and the
+    ``video_url`` and ``actual_duration`` (``generation_id`` was pushed before the task deferred).
 
     :param kind: ``sensor`` or ``create``.
     :param result: The completed result (with its ``video_url``).

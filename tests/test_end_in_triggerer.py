@@ -19,14 +19,12 @@ from airflow_provider_vidgen.models import GenerationResult
 from airflow_provider_vidgen.operators.vidgen import VideosCreateOperator
 from airflow_provider_vidgen.sensors.vidgen import VideoGenerationSensor
 from airflow_provider_vidgen.testing import Emulator, Timeline
-from airflow_provider_vidgen.triggers.vidgen import (
-    TRIGGER_TIMEOUT_GRACE,
-    VideoGenerationTrigger,
-    ends_in_triggerer,
-)
+from airflow_provider_vidgen.triggers.vidgen import TRIGGER_TIMEOUT_GRACE, VideoGenerationTrigger, ends_in_triggerer
 
 needs_3_3 = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="Airflow >= 3.3 only")
 CLASSPATH = "airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger"
+#: One XCom (``map_indexes`` named): a request the triggerer answers.
+TEMPLATE = "{{ ti.xcom_pull(task_ids='create', map_indexes=-1) }}"
 
 
 def events_of(trigger: VideoGenerationTrigger) -> list[Any]:
@@ -52,12 +50,28 @@ def test_ends_in_triggerer_only_on_airflow_3_3() -> None:
     assert ends_in_triggerer() is AIRFLOW_V_3_3_PLUS
 
 
-@needs_3_3
-def test_not_when_airflow_would_log_the_xcoms(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.triggers.base import TaskSuccessEvent
+@pytest.fixture
+def pushed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """XComs a trigger pushes through the triggerer (``XCom.aset``), recorded here: no triggerer runs."""
+    recorded: dict[str, Any] = {}
+    if not AIRFLOW_V_3_3_PLUS:
+        return recorded
+    from airflow.sdk.execution_time.xcom import XCom
 
-    monkeypatch.setattr(TaskSuccessEvent, "__repr__", lambda self: f"TaskSuccessEvent({self.xcoms})")
-    assert ends_in_triggerer.__wrapped__() is False  # type: ignore[attr-defined]
+    async def aset(key: str, value: Any, **where: Any) -> None:
+        assert where == {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1}
+        recorded[key] = json.loads(json.dumps(value))  # what a worker's push would store
+
+    monkeypatch.setattr(XCom, "aset", aset)
+    return recorded
+
+
+def of_task(trigger: VideoGenerationTrigger) -> VideoGenerationTrigger:
+    """The trigger as the triggerer runs it: with its task instance."""
+    from types import SimpleNamespace
+
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1, task=None)
+    return trigger
 
 
 def test_success_xcoms_are_what_the_tasks_push() -> None:
@@ -78,9 +92,7 @@ def test_success_xcoms_are_what_the_tasks_push() -> None:
 
 
 def sensor(**kwargs: Any) -> VideoGenerationSensor:
-    return VideoGenerationSensor(
-        **{"task_id": "wait", "generation_id": "{{ ti.xcom_pull(task_ids='create') }}", "deferrable": True, **kwargs}
-    )
+    return VideoGenerationSensor(**{"task_id": "wait", "generation_id": TEMPLATE, "deferrable": True, **kwargs})
 
 
 def test_deferrable_sensor_starts_in_the_triggerer_with_primitive_kwargs(emulator_conn: Emulator) -> None:
@@ -96,7 +108,7 @@ def test_deferrable_sensor_starts_in_the_triggerer_with_primitive_kwargs(emulato
     assert args.timeout == timedelta(seconds=600 + TRIGGER_TIMEOUT_GRACE)
     kwargs = args.trigger_kwargs
     assert kwargs == {
-        "generation_id": "{{ ti.xcom_pull(task_ids='create') }}",  # rendered in the triggerer
+        "generation_id": TEMPLATE,  # rendered in the triggerer
         "vidgen_conn_id": "vidgen_default",
         "poll_interval": 40.0,
         "end_time": None,
@@ -125,7 +137,7 @@ def test_the_scheduler_sees_the_start_in_the_triggerer() -> None:
     assert args.next_method == "execute_complete"
     assert args.timeout == timedelta(seconds=600 + TRIGGER_TIMEOUT_GRACE)
     kwargs = BaseSerialization.deserialize(args.trigger_kwargs)
-    assert kwargs["generation_id"] == "{{ ti.xcom_pull(task_ids='create') }}"
+    assert kwargs["generation_id"] == TEMPLATE
     assert kwargs["end_time"] is None
 
 
@@ -146,6 +158,19 @@ def test_sensors_that_start_on_a_worker() -> None:
     assert not mapped.start_from_trigger
 
 
+def test_a_sensor_pulling_every_map_index_starts_on_a_worker_unless_the_triggerer_answers_that() -> None:
+    """``xcom_pull`` without ``map_indexes`` asks for every map index: Airflow 3.3.2's triggerer never
+    answers that request (the render would wait until the trigger times out)."""
+    from airflow_provider_vidgen.sensors.vidgen import _triggerer_answers
+
+    every_index = sensor(generation_id="{{ ti.xcom_pull(task_ids='create', key='generation_id') }}")
+    assert every_index.start_from_trigger is (AIRFLOW_V_3_3_PLUS and _triggerer_answers("GetXComSequenceSlice"))
+    assert sensor(vidgen_conn_id="{{ ti.xcom_pull(task_ids='conn') }}").start_from_trigger is (
+        every_index.start_from_trigger
+    )
+    assert sensor(generation_id="{{ var.value.generation }}").start_from_trigger is AIRFLOW_V_3_3_PLUS
+
+
 def test_a_sensor_whose_dag_has_its_own_template_macros_starts_on_a_worker() -> None:
     """The triggerer renders with Airflow's plain Jinja environment: the DAG's macros exist on a worker only."""
     from airflow.providers.common.compat.sdk import DAG
@@ -160,22 +185,21 @@ def test_a_sensor_whose_dag_has_its_own_template_macros_starts_on_a_worker() -> 
 
 @needs_3_3
 def test_started_in_the_triggerer_a_completed_wait_ends_the_task_with_the_sensor_xcom(
-    emulator_conn: Emulator, context: dict[str, Any]
+    emulator_conn: Emulator, context: dict[str, Any], pushed: dict[str, Any]
 ) -> None:
     from airflow.triggers.base import TaskSuccessEvent
 
     generation_id = created(emulator_conn, Timeline(queued_for=0.2, processing_for=0.2))
     wait = sensor(poke_interval=0.05, timeout=60)
     assert wait.start_trigger_args is not None
-    trigger = VideoGenerationTrigger(**wait.start_trigger_args.trigger_kwargs)
+    trigger = of_task(VideoGenerationTrigger(**wait.start_trigger_args.trigger_kwargs))
     trigger.generation_id = f" {generation_id}\n"  # what Airflow rendered, with blanks
     trigger.timeout_after = datetime.now(timezone.utc) + timedelta(seconds=60 + TRIGGER_TIMEOUT_GRACE)
     (event,) = events_of(trigger)
     assert isinstance(event, TaskSuccessEvent)
     poked = VideoGenerationSensor(task_id="poke", generation_id=generation_id, poke_interval=0.05).execute(context)
-    assert event.xcoms == {"return_value": poked}
-    assert "video_url" not in repr(event)  # what Airflow logs
-    assert "xcoms" not in repr(event)
+    assert pushed == {"return_value": poked}
+    assert event.xcoms is None  # Airflow logs the event (and would write its XComs as JSON text)
 
 
 @needs_3_3
@@ -243,14 +267,14 @@ def create_op(**kwargs: Any) -> VideosCreateOperator:
 
 
 def test_create_without_output_path_ends_in_the_triggerer_with_the_same_xcoms(
-    emulator_conn: Emulator, context: dict[str, Any]
+    emulator_conn: Emulator, context: dict[str, Any], pushed: dict[str, Any]
 ) -> None:
     from airflow.triggers.base import TaskSuccessEvent
 
     emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1, actual_duration=7))
     with pytest.raises(TaskDeferred) as info:
         create_op().execute(context)
-    trigger = info.value.trigger
+    trigger = of_task(info.value.trigger)
     _, kwargs = trigger.serialize()
     assert kwargs["success_xcoms"] == ("create" if AIRFLOW_V_3_3_PLUS else None)
     (event,) = events_of(trigger)
@@ -263,12 +287,25 @@ def test_create_without_output_path_ends_in_the_triggerer_with_the_same_xcoms(
     resumed: dict[str, Any] = {"ti": type(context["ti"])()}
     resumed["ti"].xcom["generation_id"] = generation_id
     returned = create_op().execute_complete(resumed, TASK_SUCCESS_PAYLOAD)
-    assert event.xcoms == {
+    assert pushed == {
         "return_value": returned,
         "video_url": resumed["ti"].xcom["video_url"],
         "actual_duration": resumed["ti"].xcom["actual_duration"],
     }
-    assert event.xcoms["actual_duration"] == 7
+    assert pushed["actual_duration"] == 7
+
+
+@needs_3_3
+def test_a_completed_wait_whose_xcoms_cannot_be_pushed_resumes_the_task(
+    emulator_conn: Emulator, context: dict[str, Any]
+) -> None:
+    """Without a triggerer to push through (here: none at all), the task resumes and pushes them itself."""
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1))
+    with pytest.raises(TaskDeferred) as info:
+        create_op().execute(context)
+    (event,) = events_of(of_task(info.value.trigger))
+    assert event.payload["status"] == "completed"
+    assert create_op().execute_complete(context, event.payload) == context["ti"].xcom["generation_id"]
 
 
 def test_create_with_output_path_resumes_on_the_worker_to_save(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +42,32 @@ def _is_templated(value: Any) -> bool:
     if isinstance(value, str):
         return "{{" in value or "{%" in value
     return not isinstance(value, (type(None), bool, int, float, bytes, list, tuple, dict, set, timedelta))
+
+
+#: ``xcom_pull(...)`` calls in a template, and whether one names ``map_indexes``.
+_XCOM_PULL = re.compile(r"xcom_pull\s*\((?P<args>[^)]*)\)")
+
+
+def _renders_in_triggerer(template: str) -> bool:
+    """Whether the triggerer can render ``template``. ``ti.xcom_pull(...)`` without ``map_indexes``
+    asks for every map index (a request Airflow 3.3's triggerer does not answer: the render would wait
+    until the trigger times out); with ``map_indexes`` it asks for one XCom, which it answers."""
+    if all("map_indexes" in call.group("args") for call in _XCOM_PULL.finditer(template)):
+        return True
+    return _triggerer_answers("GetXComSequenceSlice")
+
+
+@functools.cache
+def _triggerer_answers(request: str) -> bool:
+    """Whether this Airflow's triggerer answers a trigger's ``request`` (a task SDK message type)."""
+    import typing
+
+    try:
+        from airflow.jobs.triggerer_job_runner import ToTriggerSupervisor
+    except ImportError:
+        return False
+    union = typing.get_args(ToTriggerSupervisor)[0]
+    return any(getattr(member, "__name__", "") == request for member in typing.get_args(union))
 
 
 def normalise_generation_id(value: Any) -> str:
@@ -151,6 +179,8 @@ class VideoGenerationSensor(BaseSensorOperator):
             dag.user_defined_macros or dag.user_defined_filters or getattr(dag, "render_template_as_native_obj", False)
         ):
             return  # the triggerer renders with Airflow's plain environment, without the DAG's macros
+        if not (_renders_in_triggerer(self.generation_id) and _renders_in_triggerer(self.vidgen_conn_id)):
+            return
         from airflow.triggers.base import StartTriggerArgs
 
         self.start_from_trigger = True

@@ -104,18 +104,20 @@ TRIGGER_TIMEOUT_GRACE = 60.0
 
 @functools.cache
 def ends_in_triggerer() -> bool:
-    """Whether a successful wait ends its task in the triggerer (``TaskSuccessEvent`` with XComs) and a
-    deferrable sensor starts there with its templates rendered there: Airflow >= 3.3, and only while
-    Airflow's log of a fired event (``repr``) leaves the event's XComs (a signed video URL) out of it.
-    Elsewhere every wait resumes its task on a worker, as before."""
+    """Whether a successful wait ends its task in the triggerer and a deferrable sensor starts there
+    with its templates rendered there: Airflow >= 3.3, whose triggers can push XComs the way a worker
+    does (``XCom.aset``, through the configured XCom backend). Elsewhere every wait resumes on a worker.
+
+    The XComs are pushed by the trigger, not given to ``TaskSuccessEvent(xcoms=...)``: Airflow 3.3 writes
+    those with the database model's own JSON encoding, so a task on a worker would pull them back as
+    JSON text (``'"proj_1"'``), and a custom XCom backend would be bypassed."""
     from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
 
     if not AIRFLOW_V_3_3_PLUS:
         return False
-    from airflow.triggers.base import TaskSuccessEvent
+    from airflow.sdk.execution_time.xcom import XCom
 
-    probe = "vidgen-xcom-probe"
-    return probe not in repr(TaskSuccessEvent(xcoms={"probe": probe}))
+    return callable(getattr(XCom, "aset", None))
 
 
 #: Seconds a resolved connection is shared by the triggers of one event loop.
@@ -286,8 +288,11 @@ class VideoGenerationTrigger(BaseTrigger):
                 "error_class": type(err).__name__,
             }
         if event["status"] == "completed" and self._completed is not None and self._ends_task():
-            yield self._success_event(self._completed)
-            return
+            try:
+                yield await self._success_event(self._completed)
+                return
+            except Exception as err:  # the XComs could not be pushed: the task resumes and pushes them
+                self.log.warning("Generation %s: resuming the task on a worker (%s)", self.generation_id, err)
         yield TriggerEvent(event)
 
     def _start(self) -> None:
@@ -314,21 +319,27 @@ class VideoGenerationTrigger(BaseTrigger):
     def _ends_task(self) -> bool:
         return self.success_xcoms is not None and ends_in_triggerer()
 
-    def _success_event(self, result: GenerationResult) -> TriggerEvent:
-        """End the task here with the XComs it would have pushed itself (never logged by Airflow, see
-        :func:`ends_in_triggerer`; the log line names the URL without its query)."""
+    async def _success_event(self, result: GenerationResult) -> TriggerEvent:
+        """Push the XComs the task would have pushed itself, then end it here (``TaskSuccessEvent``
+        without XComs: Airflow logs the event, never a signed video URL)."""
+        from airflow.sdk.execution_time.xcom import XCom
         from airflow.triggers.base import TaskSuccessEvent
 
         from airflow_provider_vidgen import protocol
         from airflow_provider_vidgen.events import success_xcoms
 
+        ti: Any = self.task_instance
+        if ti is None:
+            raise RuntimeError("no task instance to push the XComs of")
+        for key, value in success_xcoms(str(self.success_xcoms), result).items():
+            await XCom.aset(key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
         self.log.info(
             "Generation %s completed: %s s of video at %s (the task ends here)",
             result.id,
             result.actual_duration,
             protocol.url_for_log(str(result.video_url)),
         )
-        return TaskSuccessEvent(xcoms=success_xcoms(str(self.success_xcoms), result))
+        return TaskSuccessEvent()
 
     def _restarted(self) -> bool:
         # A trigger normally starts right after its task deferred: one that starts more than a poll

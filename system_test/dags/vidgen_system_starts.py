@@ -44,7 +44,8 @@ with DAG(
     submit = VideosCreateOperator(task_id="submit", prompt=_prompt("submit"), duration=5)
     sensor = VideoGenerationSensor(
         task_id="sensor",
-        generation_id="{{ ti.xcom_pull(task_ids='submit') }}",
+        # map_indexes named: one XCom, which Airflow 3.3's triggerer can read (see the sensor's README)
+        generation_id="{{ ti.xcom_pull(task_ids='submit', map_indexes=-1) }}",
         deferrable=True,
         poke_interval=POLL,
         timeout=300,
