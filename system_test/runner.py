@@ -728,7 +728,32 @@ class Run:
                     f"(--expect-starts {self.args.expect_starts})"
                 )
         self.report["task_process_starts"] = {"expected": self.args.expect_starts, "tasks": tasks}
+        self.check_shape_xcoms()
         self.report["timings"]["starts_run_s"] = round(time.time() - t0, 1)
+
+    def check_shape_xcoms(self) -> None:
+        """Each wait's XComs are stored as a worker stores them, wherever the wait ended (a worker pulls
+        them back as they were pushed: a JSON string stored as JSON text would come back quoted)."""
+        rows = self.query(
+            "SELECT task_id, key, value FROM xcom WHERE dag_id = %s AND run_id = %s", (STARTS_DAG_ID, STARTS_RUN_ID)
+        )
+        xcoms = {(task_id, key): value for task_id, key, value in rows}
+        ids = {task_id: xcoms.get((task_id, "generation_id")) for task_id in ("create_wait", "create_save")}
+        expected = {
+            ("create_wait", "return_value"): lambda v: isinstance(v, str) and v == ids["create_wait"],
+            ("create_wait", "video_url"): lambda v: isinstance(v, str) and v.startswith("http"),
+            ("create_wait", "actual_duration"): lambda v: isinstance(v, (int, float)),
+            ("create_save", "return_value"): lambda v: isinstance(v, str) and v == ids["create_save"],
+            ("sensor", "return_value"): lambda v: isinstance(v, dict) and v.get("status") == "completed",
+        }
+        wrong = {
+            f"{task}.{key}": xcoms.get((task, key))
+            for (task, key), ok in expected.items()
+            if not ok(xcoms.get((task, key)))
+        }
+        self.report["task_process_starts"]["xcoms_as_a_worker_stores_them"] = not wrong
+        if wrong:
+            self.failures.append(f"{STARTS_DAG_ID}: XComs not stored as a worker stores them: {wrong}")
 
     def baseline(self) -> None:
         cpu0 = self.triggerer_cpu_total()
