@@ -215,10 +215,45 @@ def test_started_in_the_triggerer_the_deadline_is_airflows_trigger_timeout(emula
     assert wait.start_trigger_args is not None
     trigger = VideoGenerationTrigger(**wait.start_trigger_args.trigger_kwargs)
     # A restarted triggerer: the task's trigger timeout (from the TaskInstance row) is nearly over.
-    trigger.timeout_after = datetime.now(timezone.utc) + timedelta(seconds=TRIGGER_TIMEOUT_GRACE + 0.3)
+    timeout_after = datetime.now(timezone.utc) + timedelta(seconds=TRIGGER_TIMEOUT_GRACE + 0.3)
+    trigger.timeout_after = timeout_after
     (event,) = events_of(trigger)
     assert event.payload["status"] == "timeout"
     assert "600" in event.payload["message"]  # the wait's own timeout, not what was left of it
+    # The wait's state got its start from Airflow's timeout: deadline = that timeout less the grace.
+    assert trigger.end_time == pytest.approx(timeout_after.timestamp() - TRIGGER_TIMEOUT_GRACE)
+    assert trigger.serialize()[1]["started_at"] == pytest.approx(trigger.end_time - 600)
+
+
+@needs_3_3
+def test_started_in_the_triggerer_without_airflows_timeout_the_wait_lasts_its_timeout_from_now(
+    emulator_conn: Emulator,
+) -> None:
+    import time
+
+    generation_id = created(emulator_conn, Timeline(queued_for=0, processing_for=0))
+    wait = sensor(generation_id=generation_id, poke_interval=0.05, timeout=600)
+    assert wait.start_trigger_args is not None
+    trigger = VideoGenerationTrigger(**wait.start_trigger_args.trigger_kwargs)
+    before = time.time()
+    (event,) = events_of(trigger)
+    assert event.payload["status"] == "completed"  # no task instance to push through: it resumes
+    assert before + 600 <= trigger.end_time <= time.time() + 600
+
+
+def test_the_deferrable_example_sensor_starts_in_the_triggerer() -> None:
+    """``example_vidgen_deferrable`` names ``map_indexes`` in its template, so on Airflow >= 3.3 its
+    sensor starts in the triggerer (without it, the sensor would start on a worker)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "example_dags" / "example_vidgen_deferrable.py"
+    spec = importlib.util.spec_from_file_location("example_vidgen_deferrable_loaded", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.dag.get_task("wait").start_from_trigger is AIRFLOW_V_3_3_PLUS
 
 
 @needs_3_3

@@ -124,8 +124,9 @@ class VideoGenerationSensor(BaseSensorOperator):
     ``max_consecutive_failures`` checks in a row have failed; a rejected key (401/403) fails at once.
     Past ``timeout`` the task fails (without retries) with a message naming the generation id.
 
-    :param generation_id: The generation id, typically ``{{ ti.xcom_pull(task_ids='create') }}``.
-        Templated.
+    :param generation_id: The generation id, typically
+        ``{{ ti.xcom_pull(task_ids='create', map_indexes=-1) }}`` (naming ``map_indexes`` lets a
+        deferrable sensor start in the triggerer on Airflow >= 3.3). Templated.
     :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
     :param poke_interval: Seconds between status reads (API advice: 30-60).
     :param max_consecutive_failures: Failed checks tolerated in a row (each poke already retries
