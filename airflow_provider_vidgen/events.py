@@ -27,6 +27,9 @@ from airflow_provider_vidgen.exceptions import (
 from airflow_provider_vidgen.models import GenerationResult
 
 EVENT_STATUSES = frozenset({"completed", "failed", "timeout", "error"})
+#: The payload a task resumes with after a trigger ended it with ``TaskSuccessEvent`` where Airflow
+#: resumes it anyway (``airflow dags test`` drops the event's XComs): read as ``completed``.
+TASK_SUCCESS_PAYLOAD = "success"
 
 #: Errors an ``error`` event may re-raise in the task, by name (anything else: VidgenError); derived
 #: from the one definition of what ends a wait (``exceptions.WAIT_ENDING_ERRORS``).
@@ -55,6 +58,21 @@ def make_event(
     }
 
 
+def success_xcoms(kind: str, result: GenerationResult) -> dict[str, Any]:
+    """The XComs a task that waited for ``result`` pushes itself on success, for a trigger that ends
+    the task: ``sensor``, the result as ``return_value``; ``create``, the id as ``return_value`` and the
+    ``video_url`` and ``actual_duration`` (``generation_id`` was pushed before the task deferred).
+
+    :param kind: ``sensor`` or ``create``.
+    :param result: The completed result (with its ``video_url``).
+    """
+    if kind == "sensor":
+        return {"return_value": result.to_xcom()}
+    if kind == "create":
+        return {"return_value": result.id, "video_url": result.video_url, "actual_duration": result.actual_duration}
+    raise ValueError(f"success XComs of {kind!r}: must be 'sensor' or 'create'")
+
+
 def _without_url(result: GenerationResult) -> dict[str, Any]:
     """The result as XCom holds it, minus the (signed, temporary) ``video_url``."""
     payload = result.to_xcom()
@@ -71,14 +89,18 @@ def result_from_event(
 ) -> GenerationResult:
     """The completed result an event reports, or the error the synchronous wait would have raised.
 
-    :param event: What the trigger sent (validated strictly: a dict, a known status, the right id).
+    :param event: What the trigger sent (validated strictly: a dict, a known status, the right id), or
+        :data:`TASK_SUCCESS_PAYLOAD` (the trigger ended the task, which Airflow resumed anyway).
     :param generation_id: The id this task waits on.
     :param timeout: The wait's timeout in seconds (for the timeout message).
     :param read_result: Reads a fresh result (e.g. ``VidgenHook.get_result``): on ``completed`` the
         event carries no URL, so the result returned is read again, on the worker.
     :param timeout_error: The class raised on ``timeout``.
     """
-    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+    ended_task = event == TASK_SUCCESS_PAYLOAD  # no result in it: the completion is read again below
+    if ended_task:
+        event = {"status": "completed", "generation_id": generation_id, "result": None}
+    elif not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
         raise VidgenError(f"Unexpected trigger event for generation {generation_id}: {str(event)[:300]}")
     if event.get("generation_id") != generation_id:
         raise VidgenError(
@@ -89,14 +111,8 @@ def result_from_event(
     if reported_result is not None and not isinstance(reported_result, dict):
         raise VidgenError(f"Trigger event for generation {generation_id} has a malformed result: {str(event)[:300]}")
     if status == "completed":
-        try:
-            reported = GenerationResult.model_validate(reported_result or {})
-        except ValueError:  # pydantic's ValidationError: the same error as any other malformed event
-            raise VidgenError(
-                f"Trigger reported completion of {generation_id} without a completed result: {str(event)[:300]}"
-            ) from None
-        if not reported.is_completed or reported.id != generation_id:
-            raise VidgenError(f"Trigger reported completion of {generation_id} without a completed result: {event}")
+        if not ended_task:
+            _check_reported_completion(event, generation_id)
         result = read_result(generation_id)
         if not result.is_completed or not result.video_url or result.id != generation_id:
             raise VidgenError(
@@ -111,3 +127,14 @@ def result_from_event(
         raise timeout_error(generation_id, timeout, event.get("last_status"))
     error_class = _REPLAYABLE.get(str(event.get("error_class")), VidgenError)
     raise error_class(str(event.get("message") or "the trigger ended with an error"))
+
+
+def _check_reported_completion(event: dict[str, Any], generation_id: str) -> None:
+    try:
+        reported = GenerationResult.model_validate(event.get("result") or {})
+    except ValueError:  # pydantic's ValidationError: the same error as any other malformed event
+        raise VidgenError(
+            f"Trigger reported completion of {generation_id} without a completed result: {str(event)[:300]}"
+        ) from None
+    if not reported.is_completed or reported.id != generation_id:
+        raise VidgenError(f"Trigger reported completion of {generation_id} without a completed result: {event}")

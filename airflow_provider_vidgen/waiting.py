@@ -504,6 +504,7 @@ def check_then_defer(
     *,
     vidgen_conn_id: str,
     method_name: str = "execute_complete",
+    success_xcoms: str | None = None,
 ) -> GenerationResult:
     """Check once on the worker: return the result if already completed, else defer ``task`` to a
     :class:`~airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger` that continues ``wait``.
@@ -516,6 +517,8 @@ def check_then_defer(
     :param get_result: Reads one result (``VidgenHook.get_result``).
     :param vidgen_conn_id: The connection the trigger reads with.
     :param method_name: The task's method the trigger resumes.
+    :param success_xcoms: What the task pushes on success (``sensor`` or ``create``), so that a
+        completed wait ends the task in the triggerer where Airflow supports it; ``None``: it resumes.
     :raises VidgenError: the check found the generation ``failed``, or an error that ends a wait.
     """
     done = wait.check(get_result, deadline=wait.monotonic_deadline())
@@ -523,5 +526,6 @@ def check_then_defer(
         return done
     from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
-    task.defer(trigger=VideoGenerationTrigger.continuing(wait, vidgen_conn_id=vidgen_conn_id), method_name=method_name)
+    trigger = VideoGenerationTrigger.continuing(wait, vidgen_conn_id=vidgen_conn_id, success_xcoms=success_xcoms)
+    task.defer(trigger=trigger, method_name=method_name)
     raise AssertionError("defer() always raises")  # pragma: no cover

@@ -2,6 +2,8 @@
 
 ``create_and_wait`` creates a StarVideos generation and defers to ``VideoGenerationTrigger``;
 ``create`` + ``wait`` do the same with the sensor. Both check the status once before deferring.
+On Airflow >= 3.3 a successful wait ends in the triggerer, and ``wait`` also starts there (no worker
+process at all): its template names ``map_indexes``, a request the triggerer answers.
 Set ``[operators] default_deferrable = True`` to make every vidgen operator and sensor deferrable.
 """
 
@@ -41,7 +43,7 @@ with DAG(
     )
     wait = VideoGenerationSensor(
         task_id="wait",
-        generation_id="{{ ti.xcom_pull(task_ids='create', key='generation_id') }}",
+        generation_id="{{ ti.xcom_pull(task_ids='create', key='generation_id', map_indexes=-1) }}",
         deferrable=True,
         poke_interval=POLL_INTERVAL,
         timeout=60 * 60,

@@ -17,6 +17,10 @@ import random
 from dataclasses import dataclass
 
 TASKS = ("videos", "starvideos", "videos_fail", "submit")
+#: DAG ``vidgen_system_starts`` (one task per shape of wait): the marker in each prompt, by task id.
+STARTS_MARKERS = {"submit": "[s-sensor]", "create_wait": "[s-create-wait]", "create_save": "[s-create-save]"}
+#: How long each generation of ``vidgen_system_starts`` takes: seconds queued, then processing.
+STARTS_GENERATION = (3.0, 12.0)
 #: Tasks whose saved file the run checks, and the task that saved the file of each.
 SAVED_BY = {"videos": "videos", "starvideos": "starvideos", "submit": "save"}
 

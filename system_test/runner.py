@@ -9,8 +9,10 @@ Run by ``scripts/system-test.sh`` (which installs what is missing and builds the
    meanwhile: kill -9 of one Celery worker's whole process tree while it holds creates in flight,
    kill -9 of one triggerer with waits on it, an API outage (connections refused) of ~20 s.
 3. Clears the run's successful tasks (same logical date): they must create nothing.
-4. Runs the HTTP-provider baseline (``vidgen_system_baseline``) for the same N in the same cluster.
-5. Checks the rules against the API's own request log, the files and a text dump of Postgres;
+4. Runs ``vidgen_system_starts`` (one wait of each shape, no faults) and checks each task's worker
+   task-process starts (counted by the listener in ``system_test/plugins``) against ``--expect-starts``.
+5. Runs the HTTP-provider baseline (``vidgen_system_baseline``) for the same N in the same cluster.
+6. Checks the rules against the API's own request log, the files and a text dump of Postgres;
    writes the JSON report and prints it as tables. Exit status 1 if any rule broke.
 """
 
@@ -52,6 +54,17 @@ RUN_ID = "system"
 BASELINE_RUN_ID = "baseline"
 OUTAGE_SECONDS = 20
 RERUN_TASKS = ("videos", "starvideos", "submit", "watch", "save")
+#: A video URL with its (signed, temporary) query string, as the emulator issues them.
+SIGNED_VIDEO_URL = re.compile(rb"/files/[\w.-]+\.mp4\?expires=")
+STARTS_DAG_ID = "vidgen_system_starts"
+STARTS_RUN_ID = "starts"
+#: Worker task-process starts of each task of ``vidgen_system_starts`` (one try each): ``before``, every
+#: deferred wait resumes on a worker; ``after``, a successful wait ends in the triggerer (and the
+#: sensor also starts there), only saving a video resumes on a worker.
+EXPECTED_STARTS = {
+    "before": {"submit": 1, "sensor": 2, "create_wait": 2, "create_save": 2},
+    "after": {"submit": 1, "sensor": 0, "create_wait": 1, "create_save": 2},
+}
 
 
 def log(message: str) -> None:
@@ -127,15 +140,19 @@ class Api:
 
     def script(self, item: plan.Item) -> None:
         """Script the item's completion time; the baseline's item of the same index finishes alike."""
-        timeline = {"queued_for": item.queued_for, "processing_for": item.processing_for, "outcome": item.outcome}
-        for marker, outcome in ((item.marker, item.outcome), (item.baseline_marker, "completed")):
-            if self.in_process:
-                from airflow_provider_vidgen.testing.emulator import Timeline
+        self.script_marker(item.marker, item.queued_for, item.processing_for, item.outcome)
+        self.script_marker(item.baseline_marker, item.queued_for, item.processing_for, "completed")
 
-                self.emulator.script_prompt(marker, Timeline(**{**timeline, "outcome": outcome}))
-            else:
-                with contextlib.suppress(Exception):
-                    self._admin("/_emulator/script-prompt", {"marker": marker, **timeline, "outcome": outcome})
+    def script_marker(self, marker: str, queued_for: float, processing_for: float, outcome: str = "completed") -> None:
+        """Generations whose prompt holds ``marker`` are queued, then processing, for these seconds."""
+        timeline = {"queued_for": queued_for, "processing_for": processing_for, "outcome": outcome}
+        if self.in_process:
+            from airflow_provider_vidgen.testing.emulator import Timeline
+
+            self.emulator.script_prompt(marker, Timeline(**timeline))
+        else:
+            with contextlib.suppress(Exception):
+                self._admin("/_emulator/script-prompt", {"marker": marker, **timeline})
 
     def fault(self, **fault: Any) -> None:
         if self.in_process:
@@ -161,6 +178,9 @@ class Run:
         self.home = self.run_dir / "airflow"
         self.output_dir = self.run_dir / "videos"
         self.output_dir.mkdir()
+        self.starts_dir = self.run_dir / "starts"  # one file per task-process start (system_test/plugins)
+        self.starts_dir.mkdir()
+        self.main_starts: dict[tuple[str, str, str, int], list[int]] = {}
         self.key = os.environ.get("VIDGEN_API_KEY") if args.api_url else "sk-system-" + secrets.token_hex(16)
         self.baseline_key = "sk-baseline-" + secrets.token_hex(16)
         self.ports = {name: free_port() for name in ("postgres", "redis", "airflow_api", "api", "downloads")}
@@ -197,6 +217,7 @@ class Run:
                 "PATH": f"{self.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}",
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "system_test" / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "system_test" / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__PARALLELISM": "64",
                 "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "500",
@@ -236,6 +257,7 @@ class Run:
                 ),
                 "VIDGEN_SYSTEM_N": str(self.n),
                 "VIDGEN_SYSTEM_OUTPUT": self.output_dir.as_uri(),
+                "VIDGEN_SYSTEM_STARTS": str(self.starts_dir),
             }
         )
         return env
@@ -389,7 +411,7 @@ class Run:
             )
 
         wait_for("the Airflow components to report healthy", healthy, 240, 1)
-        for dag_id in (DAG_ID, BASELINE_DAG_ID):
+        for dag_id in (DAG_ID, BASELINE_DAG_ID, STARTS_DAG_ID):
             wait_for(
                 f"{dag_id} to be parsed",
                 lambda d=dag_id: self.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s", (d,)),
@@ -628,6 +650,7 @@ class Run:
         self.report["main_creates"] = len(self.creates()) - creates_before
         self.phase_cpu = {"vidgen": self.triggerer_cpu_total() - cpu0}
         self.main_tis = self.task_instances(DAG_ID, RUN_ID)
+        self.main_starts = self.task_starts()  # before the re-run adds its own
         self.main_requests = self.api.requests()
         # The killed triggerer is redeployed: the re-run and the baseline have two triggerers again.
         self.start_triggerer("triggerer-1")
@@ -675,6 +698,63 @@ class Run:
         if self.report["rerun"]["not_success"]:
             self.failures.append(f"re-run: tasks did not succeed again: {self.report['rerun']['not_success']}")
 
+    def shapes(self) -> None:
+        """One wait of each shape, without faults: the tries and worker task-process starts of each task."""
+        for marker in plan.STARTS_MARKERS.values():
+            self.api.script_marker(marker, *plan.STARTS_GENERATION)
+        t0 = time.time()
+        self.trigger(STARTS_DAG_ID, STARTS_RUN_ID)
+        log(f"triggered {STARTS_DAG_ID} (one wait of each shape)")
+        state = self.wait_run(STARTS_DAG_ID, STARTS_RUN_ID, 300)
+        log(f"{STARTS_DAG_ID} finished: {state} in {time.time() - t0:.0f}s")
+        tis = self.task_instances(STARTS_DAG_ID, STARTS_RUN_ID)
+        starts = self.task_starts()
+        expected = EXPECTED_STARTS[self.args.expect_starts]
+        tasks = {}
+        for task_id, want in expected.items():
+            ti = tis.get((task_id, -1), {})
+            got = starts.get((STARTS_DAG_ID, STARTS_RUN_ID, task_id, -1), [])
+            tasks[task_id] = {
+                "state": ti.get("state"),
+                "tries": ti.get("try_number"),
+                "task_process_starts": len(got),
+                "expected_starts": want,
+            }
+            if ti.get("state") != "success" or ti.get("try_number") != 1:
+                self.failures.append(f"{STARTS_DAG_ID}: {task_id} ended {ti.get('state')}, try {ti.get('try_number')}")
+            if len(got) != want:
+                self.failures.append(
+                    f"{STARTS_DAG_ID}: {task_id} started a task process {len(got)} times, expected {want} "
+                    f"(--expect-starts {self.args.expect_starts})"
+                )
+        self.report["task_process_starts"] = {"expected": self.args.expect_starts, "tasks": tasks}
+        self.check_shape_xcoms()
+        self.report["timings"]["starts_run_s"] = round(time.time() - t0, 1)
+
+    def check_shape_xcoms(self) -> None:
+        """Each wait's XComs are stored as a worker stores them, wherever the wait ended (a worker pulls
+        them back as they were pushed: a JSON string stored as JSON text would come back quoted)."""
+        rows = self.query(
+            "SELECT task_id, key, value FROM xcom WHERE dag_id = %s AND run_id = %s", (STARTS_DAG_ID, STARTS_RUN_ID)
+        )
+        xcoms = {(task_id, key): value for task_id, key, value in rows}
+        ids = {task_id: xcoms.get((task_id, "generation_id")) for task_id in ("create_wait", "create_save")}
+        expected = {
+            ("create_wait", "return_value"): lambda v: isinstance(v, str) and v == ids["create_wait"],
+            ("create_wait", "video_url"): lambda v: isinstance(v, str) and v.startswith("http"),
+            ("create_wait", "actual_duration"): lambda v: isinstance(v, (int, float)),
+            ("create_save", "return_value"): lambda v: isinstance(v, str) and v == ids["create_save"],
+            ("sensor", "return_value"): lambda v: isinstance(v, dict) and v.get("status") == "completed",
+        }
+        wrong = {
+            f"{task}.{key}": xcoms.get((task, key))
+            for (task, key), ok in expected.items()
+            if not ok(xcoms.get((task, key)))
+        }
+        self.report["task_process_starts"]["xcoms_as_a_worker_stores_them"] = not wrong
+        if wrong:
+            self.failures.append(f"{STARTS_DAG_ID}: XComs not stored as a worker stores them: {wrong}")
+
     def baseline(self) -> None:
         cpu0 = self.triggerer_cpu_total()
         t0 = time.time()
@@ -706,14 +786,22 @@ class Run:
             if (found := re.search(r"\.trigger\.(\d+)\.log$", p.name))
         }
 
-    @staticmethod
-    def process_starts(paths: list[Path]) -> int:
-        # Each start of a task process (a try, or a resume after a deferral) parses the DAG file once.
-        count = 0
-        for path in paths:
-            with contextlib.suppress(OSError):
-                count += path.read_text(errors="replace").count("Worker startup parse complete")
-        return count
+    def task_starts(self) -> dict[tuple[str, str, str, int], list[int]]:
+        """(dag, run, task, map index) -> the try number of each start of its task process so far (a try's
+        first start and each resume after a deferral), as the listener in ``system_test/plugins`` recorded them."""
+        starts: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
+        for path in self.starts_dir.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                record = json.loads(path.read_text())
+                key = (record["dag_id"], record["run_id"], record["task_id"], int(record["map_index"]))
+                starts[key].append(int(record["try_number"]))
+        return starts
+
+    def process_starts(self, dag_id: str, task_id: str, map_index: int) -> int:
+        """Task-process starts of one task instance: of the main run (not its re-run), or of the baseline run."""
+        if dag_id == DAG_ID:
+            return len(self.main_starts.get((DAG_ID, RUN_ID, task_id, map_index), []))
+        return len(self.task_starts().get((dag_id, BASELINE_RUN_ID, task_id, map_index), []))
 
     def witness(self) -> None:
         requests = self.api.requests()
@@ -799,11 +887,9 @@ class Run:
                 elif saver_state == "success":
                     self.failures.append(f"item {item.index}: {saver} succeeded but {path} does not exist")
             row["result_reads"] = sum(reads.get(gid, 0) for gid in ids)
-            row["process_starts"] = self.process_starts(self.task_logs(DAG_ID, item.task_id, item.map_index)) + (
-                self.process_starts(self.task_logs(DAG_ID, "watch", item.map_index))
-                + self.process_starts(self.task_logs(DAG_ID, "save", item.map_index))
-                if item.task_id == "submit"
-                else 0
+            row["process_starts"] = sum(
+                self.process_starts(DAG_ID, task_id, item.map_index)
+                for task_id in ((item.task_id, "watch", "save") if item.task_id == "submit" else (item.task_id,))
             )
             finisher = "watch" if item.task_id == "submit" else item.task_id
             end = tis.get((finisher, item.map_index), {}).get("end")
@@ -904,8 +990,11 @@ class Run:
         places = [dump, *sorted(p for p in (self.home / "logs").rglob("*") if p.is_file())]
         places += sorted(p for p in (self.run_dir / "components").glob("*.log"))
         found: dict[str, list[str]] = {"provider_key": [], "baseline_key": []}
+        signed_urls: list[str] = []
         for path in places:
             data = path.read_bytes()
+            if path != dump and SIGNED_VIDEO_URL.search(data):  # XCom holds it (the dump), no log may
+                signed_urls.append(str(path.relative_to(self.run_dir)))
             if self.key and self.key.encode() in data:
                 found["provider_key"].append(str(path.relative_to(self.run_dir)))
             if self.baseline_key.encode() in data:
@@ -923,7 +1012,10 @@ class Run:
             "provider_key_found_in": found["provider_key"],
             "baseline_key_found_in": found["baseline_key"][:20],
             "baseline_key_tables": tables,
+            "signed_video_url_found_in": signed_urls,
         }
+        if signed_urls:
+            self.failures.append(f"a signed video URL was found in: {signed_urls[:10]}")
         if found["provider_key"]:
             self.failures.append(f"the API key was found in: {found['provider_key'][:10]}")
 
@@ -976,8 +1068,8 @@ class Run:
                     continue
                 gid = gen_of[index]
                 starts.append(
-                    self.process_starts(self.task_logs(BASELINE_DAG_ID, "create", index))
-                    + self.process_starts(self.task_logs(BASELINE_DAG_ID, "wait", index))
+                    self.process_starts(BASELINE_DAG_ID, "create", index)
+                    + self.process_starts(BASELINE_DAG_ID, "wait", index)
                 )
                 base_reads.append(reads.get(gid, 0))
                 if wait.get("end") is not None and gid in done_at:
@@ -1018,6 +1110,14 @@ class Run:
                 print(f"    {outcome}")
         if "rerun" in self.report:
             print(f"\nre-run: {self.report['rerun']}")
+        shapes = self.report.get("task_process_starts")
+        if shapes:
+            print(f"\n{'wait shape (' + STARTS_DAG_ID + ')':<40}{'state':<9}{'tries':>6}{'starts':>8}{'expected':>10}")
+            for task_id, row in shapes["tasks"].items():
+                print(
+                    f"{task_id:<40}{row['state']!s:<9}{row['tries']!s:>6}{row['task_process_starts']:>8}"
+                    f"{row['expected_starts']:>10}"
+                )
         if "secrets" in self.report:
             print(f"\nsecrets: {self.report['secrets']}")
         figures = self.report.get("figures")
@@ -1038,6 +1138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-url", help="API base URL (key in VIDGEN_API_KEY) instead of the bundled emulator")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--keep", action="store_true", help="keep the run folder for inspection")
+    parser.add_argument(
+        "--expect-starts",
+        choices=sorted(EXPECTED_STARTS),
+        default="after",
+        help="worker task-process starts expected of each wait shape (default: after)",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the HTTP-provider baseline")
     parser.add_argument("--worker-concurrency", type=int, default=4)
     parser.add_argument("--held-creates", type=int, default=2, help="creates in flight when the worker dies")
@@ -1077,6 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
         monitor.start()
         run.main_run()
         run.rerun()
+        run.shapes()
         if not args.skip_baseline:
             run.baseline()
         run.report["timings"]["total_s"] = round(time.time() - run.started, 1)

@@ -60,6 +60,14 @@ class FakeTI:
 
 
 @pytest.fixture
+def resume_on_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every outcome of a wait resumes the task on a worker, as on Airflow < 3.3 (no ``TaskSuccessEvent``)."""
+    from airflow_provider_vidgen.triggers import vidgen as trigger_module
+
+    monkeypatch.setattr(trigger_module, "ends_in_triggerer", lambda: False)
+
+
+@pytest.fixture
 def context() -> dict[str, Any]:
     """A minimal task context for calling ``execute`` / ``poke`` directly."""
     return {"ti": FakeTI()}

@@ -77,6 +77,7 @@ def test_operator_pushes_id_then_defers_with_absolute_deadline(
     assert len(emulator_conn.creates()) == 1
 
 
+@pytest.mark.usefixtures("resume_on_worker")
 def test_operator_resumes_with_the_same_xcoms(context: dict[str, Any], emulator_conn: Emulator) -> None:
     emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1, actual_duration=7))
     op = StarVideosCreateOperator(

@@ -147,6 +147,7 @@ def test_reschedule_mode_carries_the_wait_over_in_the_task_state_store(
 # -- the generation id, where it enters -------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("resume_on_worker")
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
 def test_generation_id_with_surrounding_blanks_works_in_every_mode(
     emulator_conn: Emulator, context: dict[str, Any], deferrable: bool
@@ -262,7 +263,7 @@ def test_task_state_store_and_trigger_kwargs_hold_the_same_wait_state(
     with pytest.raises(TaskDeferred) as deferred:
         VideoGenerationSensor(task_id="wait", generation_id=generation_id, deferrable=True).execute({"ti": ti})
     kwargs = deferred.value.trigger.serialize()[1]
-    assert set(kwargs) == {*STATE_KEYS, "vidgen_conn_id"}
+    assert set(kwargs) == {*STATE_KEYS, "vidgen_conn_id", "success_xcoms"}
     same = {"generation_id", "poll_interval", "timeout", "max_consecutive_failures", "last_status", "polls"}
     assert {key: saved[key] for key in same} == {key: kwargs[key] for key in same}
 

@@ -50,3 +50,21 @@ def test_plan_has_every_kind_of_item_with_contiguous_map_indexes():
     assert plan.items(40) == plan.items(40)  # seeded: the DAG file and the runner agree
     markers = [item.marker for item in plan.items(200)]
     assert not any(a != b and a in b for a in markers for b in markers)
+
+
+def test_task_start_listener_writes_one_record_per_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from types import SimpleNamespace
+
+    from system_test.plugins.task_starts import TaskStartsPlugin, record_start
+
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)
+    first = record_start(ti, str(tmp_path))
+    second = record_start(ti, str(tmp_path))
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json"]  # no partial file left
+    assert json.loads(first.read_text())["task_id"] == "t"
+    assert record_start(ti, None) is None or "VIDGEN_SYSTEM_STARTS" in os.environ
+    assert TaskStartsPlugin.listeners  # registered as a listener

@@ -62,9 +62,11 @@ def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
     assert classpath == CLASSPATH
     assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
     assert emulator_conn.api_key not in json.dumps(kwargs)
-    # The connection id and the wait's state, under the key set the sensor's task_state_store uses too.
+    # The connection id, what a success pushes, and the wait's state, under the key set the sensor's
+    # task_state_store uses too.
     assert set(kwargs) == {
         "vidgen_conn_id",
+        "success_xcoms",
         "generation_id",
         "poll_interval",
         "timeout",

@@ -511,7 +511,15 @@ class _VidgenCreateOperator(BaseOperator):
             log=self.log,
             clock=time.time,  # its state goes to the trigger: on the wall clock
         )
-        return check_then_defer(self, wait, self.hook.get_result, vidgen_conn_id=self.vidgen_conn_id)
+        # Success ends the task in the triggerer with the XComs of _push_result where Airflow supports it;
+        # saving a video (blocking I/O) resumes on a worker.
+        return check_then_defer(
+            self,
+            wait,
+            self.hook.get_result,
+            vidgen_conn_id=self.vidgen_conn_id,
+            success_xcoms=None if self.output_path else "create",
+        )
 
     def execute_complete(self, context: Context, event: Any = None) -> str:
         """Resume after the trigger: the same XComs, errors and messages as the synchronous wait."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +43,32 @@ def _is_templated(value: Any) -> bool:
     if isinstance(value, str):
         return "{{" in value or "{%" in value
     return not isinstance(value, (type(None), bool, int, float, bytes, list, tuple, dict, set, timedelta))
+
+
+#: ``xcom_pull(...)`` calls in a template, and whether one names ``map_indexes``.
+_XCOM_PULL = re.compile(r"xcom_pull\s*\((?P<args>[^)]*)\)")
+
+
+def _renders_in_triggerer(template: str) -> bool:
+    """Whether the triggerer can render ``template``. ``ti.xcom_pull(...)`` without ``map_indexes``
+    asks for every map index (a request Airflow 3.3's triggerer does not answer: the render would wait
+    until the trigger times out); with ``map_indexes`` it asks for one XCom, which it answers."""
+    if all("map_indexes" in call.group("args") for call in _XCOM_PULL.finditer(template)):
+        return True
+    return _triggerer_answers("GetXComSequenceSlice")
+
+
+@functools.cache
+def _triggerer_answers(request: str) -> bool:
+    """Whether this Airflow's triggerer answers a trigger's ``request`` (a task SDK message type)."""
+    import typing
+
+    try:
+        from airflow.jobs.triggerer_job_runner import ToTriggerSupervisor
+    except ImportError:
+        return False
+    union = typing.get_args(ToTriggerSupervisor)[0]
+    return any(getattr(member, "__name__", "") == request for member in typing.get_args(union))
 
 
 def normalise_generation_id(value: Any) -> str:
@@ -96,8 +124,9 @@ class VideoGenerationSensor(BaseSensorOperator):
     ``max_consecutive_failures`` checks in a row have failed; a rejected key (401/403) fails at once.
     Past ``timeout`` the task fails (without retries) with a message naming the generation id.
 
-    :param generation_id: The generation id, typically ``{{ ti.xcom_pull(task_ids='create') }}``.
-        Templated.
+    :param generation_id: The generation id, typically
+        ``{{ ti.xcom_pull(task_ids='create', map_indexes=-1) }}`` (naming ``map_indexes`` lets a
+        deferrable sensor start in the triggerer on Airflow >= 3.3). Templated.
     :param vidgen_conn_id: Airflow connection of type ``vidgen``. Templated.
     :param poke_interval: Seconds between status reads (API advice: 30-60).
     :param max_consecutive_failures: Failed checks tolerated in a row (each poke already retries
@@ -111,6 +140,10 @@ class VideoGenerationSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("generation_id", "vidgen_conn_id")
     ui_color = "#e1bee7"
     operator_extra_links = (VideoLink(),)
+    # Set per sensor in __init__ (see _start_in_triggerer). Mapped sensors read these class values
+    # (Airflow does not start a mapped task in the triggerer): they start on a worker.
+    start_from_trigger = False
+    start_trigger_args = None
 
     def __init__(
         self,
@@ -128,6 +161,35 @@ class VideoGenerationSensor(BaseSensorOperator):
         self.vidgen_conn_id = vidgen_conn_id
         self.max_consecutive_failures = max_consecutive_failures
         self.deferrable = deferrable
+        self._start_in_triggerer()
+
+    def _start_in_triggerer(self) -> None:
+        """Where Airflow supports it (``VideoGenerationTrigger.starting``), a deferrable sensor starts in
+        the triggerer, with its id (and connection id) rendered there, and a successful wait ends there:
+        no worker process at all. Only where the triggerer can render the templates."""
+        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+
+        if not self.deferrable:
+            return
+        if not isinstance(self.generation_id, str) or not isinstance(self.vidgen_conn_id, str):
+            return  # an XComArg is resolved on a worker only
+        try:
+            dag: Any = self.dag
+        except Exception:  # not in a DAG (yet)
+            dag = None
+        if dag is not None and (
+            dag.user_defined_macros or dag.user_defined_filters or getattr(dag, "render_template_as_native_obj", False)
+        ):
+            return  # the triggerer renders with Airflow's plain environment, without the DAG's macros
+        if not (_renders_in_triggerer(self.generation_id) and _renders_in_triggerer(self.vidgen_conn_id)):
+            return
+        # The id is still a template here: the wait's options, with the id as Airflow will render it.
+        args = VideoGenerationTrigger.starting(
+            self._new_wait(self.generation_id), vidgen_conn_id=self.vidgen_conn_id, success_xcoms="sensor"
+        )
+        if args is not None:
+            self.start_from_trigger = True
+            self.start_trigger_args = args
 
     def _enter(self) -> str:
         """Normalise the (rendered) generation id once, where it enters; every later use reads it."""
@@ -144,9 +206,13 @@ class VideoGenerationSensor(BaseSensorOperator):
         """This run's wait: status-change logging, the consecutive-failure budget (none with
         ``silent_fail``), the deadline and, in deferrable mode, the trigger's schedule
         (``poke_interval``, ``exponential_backoff``, ``max_wait``)."""
+        return self._new_wait(self._enter())
+
+    def _new_wait(self, generation_id: str) -> GenerationWait:
+        """A wait on ``generation_id`` with this sensor's options, starting now."""
         max_wait = self.max_wait.total_seconds() if self.max_wait else None
         return GenerationWait(
-            self._enter(),
+            generation_id,
             poll_interval=float(self.poke_interval),
             timeout=float(self.timeout),
             max_consecutive_failures=None if self.silent_fail else self.max_consecutive_failures,
@@ -280,9 +346,12 @@ class VideoGenerationSensor(BaseSensorOperator):
 
     def _execute_deferrable(self, context: Context) -> Any:
         # One check first: a generation that is already finished needs no trigger. The check is part
-        # of the wait: the trigger gets what is left of the timeout, not all of it again.
+        # of the wait: the trigger gets what is left of the timeout, not all of it again. A successful
+        # wait ends in the triggerer where Airflow supports it (the sensor's XCom pushed there).
         self._restore_wait(context)
-        done = check_then_defer(self, self.wait, self.hook.get_result, vidgen_conn_id=self.vidgen_conn_id)
+        done = check_then_defer(
+            self, self.wait, self.hook.get_result, vidgen_conn_id=self.vidgen_conn_id, success_xcoms="sensor"
+        )
         return done.to_xcom()
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:

@@ -8,15 +8,20 @@ first trigger runs (see :func:`_load_runtime`), never on the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
+    from airflow.triggers.base import StartTriggerArgs
+
     from airflow_provider_vidgen.connection import ConnectionSettings
+    from airflow_provider_vidgen.models import GenerationResult
     from airflow_provider_vidgen.waiting import GenerationWait
 
 #: Modules a running trigger needs; imported off the event loop by :func:`_load_runtime`.
@@ -82,6 +87,40 @@ def _until_next_tick(delay: float, now: float) -> float:
     return delay + (-wake) % TICK
 
 
+#: What a trigger that ends its task on success pushes as XCom (see :func:`ends_in_triggerer`):
+#: ``sensor``, the sensor's ``return_value`` (the result); ``create``, a create operator's XComs.
+SUCCESS_XCOMS = ("sensor", "create")
+#: A wait started in the triggerer ends itself this many seconds before Airflow's trigger timeout
+#: (``StartTriggerArgs.timeout`` = the wait's timeout + this), so it ends with the wait's own
+#: ``timeout`` event and message, not with Airflow's cancellation.
+TRIGGER_TIMEOUT_GRACE = 60.0
+
+
+@functools.cache
+def ends_in_triggerer() -> bool:
+    """Whether a successful wait ends its task in the triggerer and a deferrable sensor starts there
+    with its templates rendered there: Airflow >= 3.3, whose triggers can push XComs the way a worker
+    does (``XCom.aset``, through the configured XCom backend). Elsewhere every wait resumes on a worker.
+
+    The XComs are pushed by the trigger, not given to ``TaskSuccessEvent(xcoms=...)``: Airflow 3.3 writes
+    those with the database model's own JSON encoding, so a task on a worker would pull them back as
+    JSON text (``'"proj_1"'``), and a custom XCom backend would be bypassed."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:
+        return False
+    from airflow.sdk.execution_time.xcom import XCom
+
+    return callable(getattr(XCom, "aset", None))
+
+
+def _success_xcoms_here(success_xcoms: str | None) -> str | None:
+    """``success_xcoms`` where a wait can end in the triggerer (:func:`ends_in_triggerer`), else ``None``."""
+    if success_xcoms is not None and success_xcoms not in SUCCESS_XCOMS:
+        raise ValueError(f"success_xcoms must be None or one of {SUCCESS_XCOMS}, got {success_xcoms!r}")
+    return success_xcoms if ends_in_triggerer() else None
+
+
 #: Seconds a resolved connection is shared by the triggers of one event loop.
 CONNECTION_TTL = 30.0
 
@@ -137,23 +176,37 @@ class VideoGenerationTrigger(BaseTrigger):
     budget and the verdict are the wait's (:class:`~airflow_provider_vidgen.waiting.GenerationWait`),
     built from the kwargs when the trigger runs (never when the triggerer imports this module).
 
+    A trigger with ``success_xcoms`` ends its task here on ``completed`` (``TaskSuccessEvent``), after
+    pushing the XComs the task would have pushed; every other outcome resumes the task on a worker.
+
     :param vidgen_conn_id: Airflow connection of type ``vidgen`` (resolved once per run; triggers on
         one event loop share a lookup for :data:`CONNECTION_TTL` seconds).
+    :param success_xcoms: ``None``: every outcome resumes the task. One of :data:`SUCCESS_XCOMS`: what
+        the task pushes on success (set only where :func:`ends_in_triggerer`).
     :param wait: The wait's state as ``GenerationWait.to_state`` gives it (primitives: generation id,
         poll interval, start and timeout, failure budget, last status, ...; never a secret). The
         kwargs of a trigger serialized by an earlier version (``end_time``, and ``started_at`` the
-        time of the hand-over) load too.
+        time of the hand-over) load too. ``started_at`` ``None``: the scheduler started this trigger
+        (:meth:`starting`); the wait begins when it runs (see :meth:`_begin`).
     """
 
-    def __init__(self, vidgen_conn_id: str, **wait: Any) -> None:
+    def __init__(self, vidgen_conn_id: str, success_xcoms: str | None = None, **wait: Any) -> None:
         super().__init__()
+        # Started in the triggerer, generation_id and vidgen_conn_id are still templates here (Airflow
+        # renders them after __init__, before run()): they are checked in run().
         self.vidgen_conn_id = vidgen_conn_id
+        self.success_xcoms = success_xcoms
         self.wait_state = wait
+        self._completed: GenerationResult | None = None
 
     @property
     def generation_id(self) -> str:
-        """The generation waited on."""
+        """The generation waited on (Airflow sets it when it renders a trigger started in the triggerer)."""
         return str(self.wait_state["generation_id"])
+
+    @generation_id.setter
+    def generation_id(self, value: str) -> None:
+        self.wait_state["generation_id"] = value
 
     @property
     def end_time(self) -> float:
@@ -164,20 +217,54 @@ class VideoGenerationTrigger(BaseTrigger):
         return float(state["started_at"]) + float(state["timeout"])
 
     @classmethod
-    def continuing(cls, wait: GenerationWait, *, vidgen_conn_id: str) -> VideoGenerationTrigger:
+    def continuing(
+        cls, wait: GenerationWait, *, vidgen_conn_id: str, success_xcoms: str | None = None
+    ) -> VideoGenerationTrigger:
         """The trigger that takes over a wait a task has just checked (its deadline unchanged).
 
         :param wait: The task's wait so far (last status seen, failed polls in a row, ...).
         :param vidgen_conn_id: Airflow connection of type ``vidgen``.
+        :param success_xcoms: What the task pushes on success, to end it here (see the class); kept only
+            where :func:`ends_in_triggerer`.
         """
-        return cls(vidgen_conn_id=vidgen_conn_id, **wait.hand_over())
+        return cls(vidgen_conn_id=vidgen_conn_id, success_xcoms=_success_xcoms_here(success_xcoms), **wait.hand_over())
+
+    @classmethod
+    def starting(cls, wait: GenerationWait, *, vidgen_conn_id: str, success_xcoms: str) -> StartTriggerArgs | None:
+        """How the scheduler starts a task's wait in the triggerer (``start_from_trigger``), or ``None``
+        where Airflow does not support it (:func:`ends_in_triggerer`).
+
+        The kwargs are static (serialized with the DAG): the wait's options, without a start
+        (``started_at`` ``None``). Airflow's trigger timeout is the wait's ``timeout`` plus
+        :data:`TRIGGER_TIMEOUT_GRACE`; the wait's deadline is that timeout less the grace (:meth:`_begin`).
+
+        :param wait: The wait with the task's options (its id may be a template the triggerer renders).
+        :param vidgen_conn_id: Airflow connection of type ``vidgen`` (may be a template too).
+        :param success_xcoms: What the task pushes on success (one of :data:`SUCCESS_XCOMS`).
+        """
+        if _success_xcoms_here(success_xcoms) is None:
+            return None
+        from airflow.triggers.base import StartTriggerArgs
+
+        classpath, kwargs = cls(
+            vidgen_conn_id=vidgen_conn_id,
+            success_xcoms=success_xcoms,
+            **{**wait.to_state(), "started_at": None, "deferred_at": None},
+        ).serialize()
+        return StartTriggerArgs(
+            trigger_cls=classpath,
+            trigger_kwargs=kwargs,
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=timedelta(seconds=wait.timeout + TRIGGER_TIMEOUT_GRACE),
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive arguments: the connection id and the wait's state (no secrets:
         the key is looked up from the connection)."""
         return (
             "airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger",
-            {"vidgen_conn_id": self.vidgen_conn_id, **self.wait_state},
+            {"vidgen_conn_id": self.vidgen_conn_id, "success_xcoms": self.success_xcoms, **self.wait_state},
         )
 
     def load_wait(self) -> GenerationWait:
@@ -191,6 +278,7 @@ class VideoGenerationTrigger(BaseTrigger):
         """Poll until terminal; yield one event."""
         try:
             await _load_runtime()
+            self._begin()
             event = await self._wait()
         except Exception as err:  # never die without an event; the task reports it
             event = {
@@ -201,7 +289,59 @@ class VideoGenerationTrigger(BaseTrigger):
                 "last_status": self.wait_state.get("last_status"),
                 "error_class": type(err).__name__,
             }
+        if event["status"] == "completed" and self._completed is not None and self.success_xcoms is not None:
+            try:
+                yield await self._success_event(self._completed)
+                return
+            except Exception as err:  # the XComs could not be pushed: the task resumes and pushes them
+                self.log.warning("Generation %s: resuming the task on a worker (%s)", self.generation_id, err)
         yield TriggerEvent(event)
+
+    def _begin(self) -> None:
+        """Check what Airflow may have rendered since ``__init__``; give a wait the scheduler started
+        (``started_at`` ``None``) its start: Airflow's trigger timeout of the task (from the task
+        instance, so it survives a restart) less :data:`TRIGGER_TIMEOUT_GRACE` is its deadline; without
+        one, now."""
+        from airflow_provider_vidgen.exceptions import VidgenValidationError
+
+        rendered = self.wait_state.get("generation_id")
+        if not isinstance(rendered, str) or not rendered.strip():
+            raise VidgenValidationError(
+                f"VideoGenerationSensor: generation_id must be a non-blank string (the id a create operator "
+                f"returned), got {type(rendered).__name__} {rendered!r}"
+            )
+        self.generation_id = rendered.strip()
+        if self.wait_state.get("started_at") is not None:
+            return
+        timeout_after = getattr(self, "timeout_after", None)  # set by the triggerer from the task instance
+        if timeout_after is not None:
+            begun = timeout_after.timestamp() - TRIGGER_TIMEOUT_GRACE - float(self.wait_state["timeout"])
+        else:
+            begun = time.time()
+        # Handed over when it began: a restarted triggerer resumes it (spread first check, no transition logged).
+        self.wait_state.update(started_at=begun, deferred_at=begun)
+
+    async def _success_event(self, result: GenerationResult) -> TriggerEvent:
+        """Push the XComs the task would have pushed itself, then end it here (``TaskSuccessEvent``
+        without XComs: Airflow logs the event, never a signed video URL)."""
+        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.triggers.base import TaskSuccessEvent
+
+        from airflow_provider_vidgen import protocol
+        from airflow_provider_vidgen.events import success_xcoms
+
+        ti: Any = self.task_instance
+        if ti is None:
+            raise RuntimeError("no task instance to push the XComs of")
+        for key, value in success_xcoms(str(self.success_xcoms), result).items():
+            await XCom.aset(key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
+        self.log.info(
+            "Generation %s completed: %s s of video at %s (the task ends here)",
+            result.id,
+            result.actual_duration,
+            protocol.url_for_log(str(result.video_url)),
+        )
+        return TaskSuccessEvent()
 
     async def _wait(self) -> dict[str, Any]:
         from airflow_provider_vidgen.async_client import ResultReader, shared_session
@@ -256,6 +396,7 @@ class VideoGenerationTrigger(BaseTrigger):
                 except VidgenError as fatal:  # e.g. the failure budget spent on "completed without URL"
                     return make_event("error", self.generation_id, error=fatal, last_status=tracker.last_status)
                 if done is not None:
+                    self._completed = done  # with its URL, for the XComs of a task that ends here
                     return make_event("completed", self.generation_id, result=done)
                 delay = tracker.next_delay()
 
