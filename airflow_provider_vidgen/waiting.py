@@ -65,8 +65,17 @@ STATE_KEYS = (
     "deferred_at",
     "schedule_key",
 )
+#: What a wait learns as it runs (the rest of the state are the task's options): a task that carries
+#: a wait over from an earlier process takes these from it and its options from itself.
+OBSERVED_KEYS = ("started_at", "last_status", "consecutive_failures", "polls", "created", "deferred_at")
 #: Names an earlier version saved under: the sensor's task_state_store said ``failures``.
 _RENAMED = {"failures": "consecutive_failures"}
+
+
+def observed(state: dict[str, Any]) -> dict[str, Any]:
+    """The part of a saved state that the wait observed (:data:`OBSERVED_KEYS`), under today's names."""
+    values = {_RENAMED.get(key, key): value for key, value in state.items()}
+    return {key: value for key, value in values.items() if key in OBSERVED_KEYS}
 
 
 class Log(Protocol):
@@ -233,7 +242,8 @@ class GenerationWait:
         :param wall_clock: Unix time.
         :param spread: See :class:`GenerationWait`.
         :param estimate: See :class:`GenerationWait`.
-        :raises ValueError: a key that is not part of the state, or a value of the wrong kind.
+        :raises ValueError: a value of the wrong kind (a key that is not part of the state is logged and
+            ignored).
         """
         values = {_RENAMED.get(key, key): value for key, value in state.items()}
         if "timeout" not in values and "end_time" in values:  # a trigger serialized by an earlier version
@@ -243,7 +253,13 @@ class GenerationWait:
             values["timeout"] = float(values.pop("end_time")) - handed_over
         unknown = set(values) - set(STATE_KEYS)
         if unknown:
-            raise ValueError(f"Not part of a wait's state: {sorted(unknown)}")
+            # Written by a later version (a triggerer or worker not upgraded together): what this
+            # version knows of the wait still runs it.
+            (log or logging.getLogger(__name__)).warning(
+                "Wait state keys %s are unknown to this version of the provider: ignored", sorted(unknown)
+            )
+            for key in unknown:
+                del values[key]
         started_at = values.pop("started_at", None)
         if started_at is not None and clock is not wall_clock:
             started_at = float(started_at) - wall_clock() + clock()

@@ -301,3 +301,29 @@ def test_reschedule_mode_reads_the_store_entry_of_an_earlier_version(
     assert "queued -> processing after" in log_text()  # the entry's last status carried over
     assert store.data["vidgen_wait"]["started_at"] == earlier["started_at"]  # saved again, under today's names
     assert "failures" not in store.data["vidgen_wait"]
+
+
+def test_reschedule_mode_takes_its_options_from_the_task_not_the_store(
+    emulator_conn: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DAG edited between two pokes of a try: Airflow applies the new options, and so does the wait
+    (the store carries what the earlier pokes saw, never the options they ran with)."""
+    from tests.conftest import FakeTI, conn_json
+    from tests.test_durable import FakeStore
+
+    monkeypatch.setenv("AIRFLOW_CONN_VIDGEN_DEFAULT", conn_json(emulator_conn, max_retries=0))
+    generation_id = create(emulator_conn, Timeline(queued_for=0, processing_for=60))
+    store, ti = FakeStore(), FakeTI()
+    ti.try_number = 1  # type: ignore[attr-defined]
+    first = VideoGenerationSensor(
+        task_id="wait", generation_id=generation_id, mode="reschedule", max_consecutive_failures=5, timeout=600
+    )
+    assert first.poke({"ti": ti, "task_state_store": store}) is False
+    emulator_conn.add_fault(Fault(kind="status", status=500, endpoint="result", times=1))
+    edited = VideoGenerationSensor(
+        task_id="wait", generation_id=generation_id, mode="reschedule", max_consecutive_failures=0, timeout=900
+    )
+    with pytest.raises(VidgenTransientError, match="1 consecutive failed polls"):  # the new budget, not 5
+        edited.poke({"ti": ti, "task_state_store": store})
+    assert edited.wait.timeout == 900
+    assert edited.wait.polls == 2  # what the first poke saw is carried over

@@ -250,8 +250,16 @@ def test_state_of_an_earlier_version_loads() -> None:
     assert wait.end_time == 1600.0  # the same deadline
     assert (wait.max_consecutive_failures, wait.last_status, wait.consecutive_failures) == (None, "queued", 1)
     assert wait.resumed  # handed over 500 s ago, more than a poll interval: another process may have logged
-    with pytest.raises(ValueError, match="Not part of a wait's state"):
-        GenerationWait.from_state({**kwargs, "api_key": "sk-1"})
+
+
+def test_state_keys_of_a_later_version_are_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # A triggerer or worker not upgraded together with the rest: what this version knows still runs the wait.
+    state = GenerationWait("g1", poll_interval=30, timeout=600).to_state()
+    with caplog.at_level(logging.WARNING):
+        wait = GenerationWait.from_state({**state, "first_read_rule": "v9"})
+    assert wait.to_state() == state
+    assert "unknown to this version" in caplog.text
+    assert "first_read_rule" in caplog.text
 
 
 # -- schedule ---------------------------------------------------------------------------------------

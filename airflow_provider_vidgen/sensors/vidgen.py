@@ -24,7 +24,12 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_vidgen.exceptions import VidgenError, VidgenSensorTimeoutError, VidgenValidationError
 from airflow_provider_vidgen.hooks.vidgen import VidgenHook
 from airflow_provider_vidgen.links import VideoLink
-from airflow_provider_vidgen.waiting import DEFAULT_MAX_CONSECUTIVE_FAILURES, GenerationWait, check_then_defer
+from airflow_provider_vidgen.waiting import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    GenerationWait,
+    check_then_defer,
+    observed,
+)
 
 #: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3): ``GenerationWait.to_state()``
 #: and the ``try_number`` it belongs to.
@@ -245,10 +250,10 @@ class VideoGenerationSensor(BaseSensorOperator):
             and saved.get("generation_id") == self.generation_id
             and saved.get("try_number") == getattr(ti, "try_number", None)
         ):
-            # What this poke's options say, then what the earlier pokes saw (a store entry of an earlier
+            # What this poke's options say (the DAG may have changed between pokes: Airflow applies
+            # its new timeout too), then what the earlier pokes saw (a store entry of an earlier
             # version holds a part of it: started_at, last_status, failures).
-            carried = {key: value for key, value in saved.items() if key != "try_number"}
-            self.wait = GenerationWait.from_state({**self.wait.to_state(), **carried}, log=self.log)
+            self.wait = GenerationWait.from_state({**self.wait.to_state(), **observed(saved)}, log=self.log)
         return store
 
     def _first_poke_time(self, context: Context) -> float | None:
