@@ -220,7 +220,7 @@ def worker_main(args: argparse.Namespace) -> None:
     result = asyncio.run(
         run_worker(args.worker, args.n, args.poll, args.base_url, args.bound, args.complete_after, args.arrive_over)
     )
-    print(json.dumps(result))
+    Path(args.result_file).write_text(json.dumps(result))
 
 
 # -- client comparison -----------------------------------------------------------------------------
@@ -309,32 +309,38 @@ def start_emulator(queued_for: float, processing_for: float, workdir: Path) -> t
 
 def run_phase(kind: str, n: int, args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     admin(base_url, "/_emulator/reset", {})
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            kind,
-            "--n",
-            str(n),
-            "--poll",
-            str(args.poll),
-            "--base-url",
-            base_url,
-            "--bound",
-            str(args.complete_after + 120),
-            "--complete-after",
-            str(args.complete_after),
-            "--arrive-over",
-            str(args.arrive_over),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "AIRFLOW_HOME": args.airflow_home},
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {kind} N={n} failed:\n{out.stderr[-3000:]}")
-    worker = json.loads(out.stdout.strip().splitlines()[-1])
+    # The worker's output (its triggers' logs) goes to a file, as a triggerer's log does, not to a pipe.
+    output = Path(args.airflow_home).parent / f"worker-{kind}-{n}.log"
+    result_file = output.with_suffix(".json")
+    with output.open("w") as log_file:
+        returncode = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                kind,
+                "--n",
+                str(n),
+                "--poll",
+                str(args.poll),
+                "--base-url",
+                base_url,
+                "--bound",
+                str(args.complete_after + 120),
+                "--complete-after",
+                str(args.complete_after),
+                "--arrive-over",
+                str(args.arrive_over),
+                "--result-file",
+                str(result_file),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "AIRFLOW_HOME": args.airflow_home},
+        ).returncode
+    if returncode != 0:
+        raise RuntimeError(f"worker {kind} N={n} failed:\n{output.read_text()[-3000:]}")
+    worker = json.loads(result_file.read_text())
     ids = set(worker["ids"])
     log = [r for r in admin(base_url, "/_emulator/requests") if r["endpoint"] == "result" and r["generation_id"] in ids]
     done_at = {g["id"]: g["done_at"] for g in admin(base_url, "/_emulator/generations")}
@@ -506,6 +512,7 @@ def main() -> None:
     parser.add_argument("--client", choices=["aiohttp", "httpx"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     parser.add_argument("--bound", type=float, default=300, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
