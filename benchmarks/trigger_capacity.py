@@ -82,9 +82,9 @@ def arrival_offsets(n: int, arrive_over: float) -> list[float]:
 async def create_generations(
     base_url: str, n: int, complete_after: float, offsets: list[float]
 ) -> tuple[list[str], list[float]]:
-    """One generation that is done at once (the warm-up), then N; the i-th of these completes
-    ``complete_after`` seconds after its creation plus ``offsets[i]`` (half queued, half processing).
-    Returns the N ids and their creation times (this clock)."""
+    """N generations; the i-th completes ``complete_after`` seconds after its creation plus
+    ``offsets[i]`` (half queued, half processing); with ``n == 0``, one that is done at once (the
+    warm-up). Returns the ids and their creation times (this clock)."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -103,8 +103,10 @@ async def create_generations(
                 return (await response.json())["data"]["projectId"], time.time()
 
         # Timelines are consumed in the order of the creates: these creates are sequential.
-        await queue_timeline(0.0, 0.0)
-        created = [await one()]
+        if n == 0:
+            await queue_timeline(0.0, 0.0)
+            return [(await one())[0]], [time.time()]
+        created = []
         if any(offsets):
             for offset in offsets:
                 await queue_timeline(offset + half, half)
@@ -152,13 +154,13 @@ def make_trigger(kind: str, generation_id: str, poll: float) -> Any:
 async def run_worker(
     kind: str, n: int, poll: float, base_url: str, bound: float, complete_after: float, arrive_over: float
 ) -> dict[str, Any]:
-    offsets = arrival_offsets(n, arrive_over)
-    ids, created_at = await create_generations(base_url, n, complete_after, offsets)
-    warm_up_id, ids, created_at = ids[0], ids[1:], created_at[1:]
     set_connections(base_url)
     # A running triggerer: one wait done first, so imports and first-use setup are not counted.
+    warm_up_id = (await create_generations(base_url, 0, 0.0, []))[0][0]
     async for _event in make_trigger(kind, warm_up_id, poll).run():
         break
+    offsets = arrival_offsets(n, arrive_over)
+    ids, created_at = await create_generations(base_url, n, complete_after, offsets)
     import gc
 
     gc.collect()
