@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -77,14 +78,51 @@ async def _load_runtime() -> None:
 
 
 #: Wake-ups are rounded up to this grid (seconds): triggers due within the same tick wake together,
-#: so the event loop handles their polls in one pass instead of one pass each.
+#: on one timer, so the event loop handles their polls in one pass instead of one pass (and one
+#: timer) each.
 TICK = 0.1
 
 
-def _until_next_tick(delay: float, now: float) -> float:
-    """``delay``, lengthened by less than :data:`TICK` to end on the tick grid."""
-    wake = now + delay
-    return delay + (-wake) % TICK
+class _Ticks:
+    """The timers of one event loop's triggers: one per tick of the :data:`TICK` grid that some
+    trigger is due at, however many triggers are due at it."""
+
+    def __init__(self) -> None:  # no reference to the loop: it keys a weak dictionary of these
+        self.due: dict[int, list[asyncio.Future[None]]] = {}
+
+    def wait_for(self, loop: asyncio.AbstractEventLoop, tick: int) -> asyncio.Future[None]:
+        """A future done at tick ``tick`` (``tick * TICK`` on ``loop``'s clock); cancelling it
+        cancels nothing else."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self.due.get(tick)
+        if waiters is None:
+            waiters = self.due[tick] = []
+            loop.call_at(tick * TICK, self._fire, tick)
+        waiters.append(waiter)
+        return waiter
+
+    def _fire(self, tick: int) -> None:
+        for waiter in self.due.pop(tick, ()):
+            if not waiter.done():  # a cancelled sleep is done already
+                waiter.set_result(None)
+
+
+_ticks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticks] = weakref.WeakKeyDictionary()
+
+
+async def _sleep_on_tick(delay: float, remaining: float) -> None:
+    """Sleep ``delay`` seconds, lengthened by less than :data:`TICK` to end on the tick grid, but
+    never longer than ``remaining`` (the time left before the deadline)."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    tick = math.ceil((now + delay) / TICK)
+    if tick * TICK - now > remaining:  # the deadline comes first: wake at it, off the grid
+        await asyncio.sleep(remaining)
+        return
+    ticks = _ticks.get(loop)
+    if ticks is None:
+        ticks = _ticks[loop] = _Ticks()
+    await ticks.wait_for(loop, tick)
 
 
 #: What a trigger that ends its task on success pushes as XCom (see :func:`ends_in_triggerer`):
@@ -370,7 +408,7 @@ class VideoGenerationTrigger(BaseTrigger):
                         message=str(tracker.timeout_error()),
                         last_status=tracker.last_status,
                     )
-                await asyncio.sleep(min(_until_next_tick(delay, time.time()), remaining))
+                await _sleep_on_tick(delay, remaining)
                 try:
                     result = await reader.read(session, self.end_time)
                 except VidgenError as err:
