@@ -67,3 +67,14 @@ def test_a_sensor_whose_execution_timeout_ends_first_starts_on_a_worker() -> Non
     assert not sensor(timeout=600, execution_timeout=just_enough - timedelta(seconds=1)).start_from_trigger
     assert sensor(timeout=600, execution_timeout=just_enough).start_from_trigger
     assert sensor(timeout=600).start_from_trigger
+
+
+@needs_3_3
+def test_map_indexes_counts_only_as_an_argument_of_xcom_pull() -> None:
+    """A key or task id that merely contains the word still asks for every map index."""
+    from airflow_provider_vidgen.sensors.vidgen import _triggerer_answers
+
+    if _triggerer_answers("GetXComSequenceSlice"):
+        pytest.skip("this triggerer answers a pull of every map index")
+    assert not sensor(generation_id="{{ ti.xcom_pull(task_ids='create', key='map_indexes') }}").start_from_trigger
+    assert sensor(generation_id="{{ ti.xcom_pull(task_ids='create', map_indexes = -1) }}").start_from_trigger

@@ -52,13 +52,14 @@ def _is_templated(value: Any) -> bool:
 
 #: ``xcom_pull(...)`` calls in a template, and whether one names ``map_indexes``.
 _XCOM_PULL = re.compile(r"xcom_pull\s*\((?P<args>[^)]*)\)")
+_MAP_INDEXES_ARG = re.compile(r"\bmap_indexes\s*=")
 
 
 def _renders_in_triggerer(template: str) -> bool:
     """Whether the triggerer can render ``template``. ``ti.xcom_pull(...)`` without ``map_indexes``
     asks for every map index (a request Airflow 3.3's triggerer does not answer: the render would wait
     until the trigger times out); with ``map_indexes`` it asks for one XCom, which it answers."""
-    if all("map_indexes" in call.group("args") for call in _XCOM_PULL.finditer(template)):
+    if all(_MAP_INDEXES_ARG.search(call.group("args")) for call in _XCOM_PULL.finditer(template)):
         return True
     return _triggerer_answers("GetXComSequenceSlice")
 
