@@ -78,3 +78,15 @@ def test_map_indexes_counts_only_as_an_argument_of_xcom_pull() -> None:
         pytest.skip("this triggerer answers a pull of every map index")
     assert not sensor(generation_id="{{ ti.xcom_pull(task_ids='create', key='map_indexes') }}").start_from_trigger
     assert sensor(generation_id="{{ ti.xcom_pull(task_ids='create', map_indexes = -1) }}").start_from_trigger
+
+
+def test_a_create_operators_success_xcoms_come_in_a_workers_order() -> None:
+    """A worker pushes ``video_url`` and ``actual_duration``, then the ``return_value``: a push that
+    fails half-way (the task then resumes on a worker) never leaves a ``return_value`` without them."""
+    from airflow_provider_vidgen.events import success_xcoms
+    from airflow_provider_vidgen.models import GenerationResult
+
+    result = GenerationResult.model_validate(
+        {"id": "proj_1", "status": "completed", "video_url": "https://v/x.mp4?sig=s", "actualDuration": 5.0}
+    )
+    assert list(success_xcoms("create", result)) == ["video_url", "actual_duration", "return_value"]
