@@ -61,7 +61,8 @@ def make_event(
 def success_xcoms(kind: str, result: GenerationResult) -> dict[str, Any]:
     """The XComs a task that waited for ``result`` pushes itself on success, for a trigger that ends
     the task: ``sensor``, the result as ``return_value``; ``create``, the id as ``return_value`` and the
-    ``video_url`` and ``actual_duration`` (``generation_id`` was pushed before the task deferred).
+    ``video_url`` and ``actual_duration``, then the id as ``return_value``, in that order, as a worker
+    pushes them (``generation_id`` was pushed before the task deferred).
 
     :param kind: ``sensor`` or ``create``.
     :param result: The completed result (with its ``video_url``).
@@ -69,7 +70,8 @@ def success_xcoms(kind: str, result: GenerationResult) -> dict[str, Any]:
     if kind == "sensor":
         return {"return_value": result.to_xcom()}
     if kind == "create":
-        return {"return_value": result.id, "video_url": result.video_url, "actual_duration": result.actual_duration}
+        # In a worker's order: a push that fails half-way leaves no return_value without the others.
+        return {"video_url": result.video_url, "actual_duration": result.actual_duration, "return_value": result.id}
     raise ValueError(f"success XComs of {kind!r}: must be 'sensor' or 'create'")
 
 

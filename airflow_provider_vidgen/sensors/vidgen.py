@@ -52,13 +52,14 @@ def _is_templated(value: Any) -> bool:
 
 #: ``xcom_pull(...)`` calls in a template, and whether one names ``map_indexes``.
 _XCOM_PULL = re.compile(r"xcom_pull\s*\((?P<args>[^)]*)\)")
+_MAP_INDEXES_ARG = re.compile(r"\bmap_indexes\s*=")
 
 
 def _renders_in_triggerer(template: str) -> bool:
     """Whether the triggerer can render ``template``. ``ti.xcom_pull(...)`` without ``map_indexes``
     asks for every map index (a request Airflow 3.3's triggerer does not answer: the render would wait
     until the trigger times out); with ``map_indexes`` it asks for one XCom, which it answers."""
-    if all("map_indexes" in call.group("args") for call in _XCOM_PULL.finditer(template)):
+    if all(_MAP_INDEXES_ARG.search(call.group("args")) for call in _XCOM_PULL.finditer(template)):
         return True
     return _triggerer_answers("GetXComSequenceSlice")
 
@@ -172,9 +173,15 @@ class VideoGenerationSensor(BaseSensorOperator):
         """Where Airflow supports it (``VideoGenerationTrigger.starting``), a deferrable sensor starts in
         the triggerer, with its id (and connection id) rendered there, and a successful wait ends there:
         no worker process at all. Only where the triggerer can render the templates."""
-        from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+        from airflow_provider_vidgen.triggers.vidgen import TRIGGER_TIMEOUT_GRACE, VideoGenerationTrigger
 
-        if not self.deferrable:
+        if not self.deferrable or not self._xcom_is_return_value():
+            return  # (a mapped task expanding over this one comes later: checked when it defers)
+        if self.execution_timeout is not None and (
+            self.execution_timeout.total_seconds() < float(self.timeout) + TRIGGER_TIMEOUT_GRACE
+        ):
+            # Airflow's trigger timeout would be execution_timeout (the shorter), which the wait cannot
+            # tell from its own timeout + the grace: it would end too early, as a sensor timeout.
             return
         if not isinstance(self.generation_id, str) or not isinstance(self.vidgen_conn_id, str):
             return  # an XComArg is resolved on a worker only
@@ -195,6 +202,24 @@ class VideoGenerationSensor(BaseSensorOperator):
         if args is not None:
             self.start_from_trigger = True
             self.start_trigger_args = args
+
+    def _xcom_is_return_value(self) -> bool:
+        """Whether a worker pushes the sensor's result as its ``return_value``, and nothing else: not
+        without ``do_xcom_push``, nor with ``multiple_outputs`` (one XCom per key)."""
+        return bool(self.do_xcom_push) and not self.multiple_outputs
+
+    def _success_xcoms(self) -> str | None:
+        """``sensor`` where the trigger pushes what a worker would on success (the ``return_value``),
+        so the wait may end in the triggerer; ``None`` (it resumes on a worker) where a worker pushes
+        otherwise (:meth:`_xcom_is_return_value`) or a mapped task expands over this sensor (a
+        worker's push records the length to map over)."""
+        if not self._xcom_is_return_value():
+            return None
+        try:
+            mapped_dependant = next(self.iter_mapped_dependants(), None)
+        except Exception:  # not in a DAG: nothing expands over it
+            mapped_dependant = None
+        return None if mapped_dependant is not None else "sensor"
 
     def _enter(self) -> str:
         """Normalise the (rendered) generation id once, where it enters; every later use reads it."""
@@ -355,7 +380,11 @@ class VideoGenerationSensor(BaseSensorOperator):
         # wait ends in the triggerer where Airflow supports it (the sensor's XCom pushed there).
         self._restore_wait(context)
         done = check_then_defer(
-            self, self.wait, self.hook.get_result, vidgen_conn_id=self.vidgen_conn_id, success_xcoms="sensor"
+            self,
+            self.wait,
+            self.hook.get_result,
+            vidgen_conn_id=self.vidgen_conn_id,
+            success_xcoms=self._success_xcoms(),
         )
         return done.to_xcom()
 
