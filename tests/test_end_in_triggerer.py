@@ -356,3 +356,44 @@ def test_create_with_output_path_resumes_on_the_worker_to_save(
     with pytest.raises(TaskDeferred) as info:
         create_op(output_path=str(tmp_path / "v.mp4")).execute(context)
     assert info.value.trigger.serialize()[1]["success_xcoms"] is None
+
+
+@needs_3_3
+def test_xcoms_that_cannot_be_pushed_never_put_the_signed_url_in_the_log(
+    emulator_conn: Emulator, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch, log_text: Any
+) -> None:
+    """An XCom backend (or a validation error) quoting the value it refused: only its class is logged."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    async def aset(key: str, value: Any, **where: Any) -> None:
+        raise RuntimeError(f"cannot store {key}={value!r}")
+
+    monkeypatch.setattr(XCom, "aset", aset)
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1))
+    with pytest.raises(TaskDeferred) as info:
+        create_op().execute(context)
+    (event,) = events_of(of_task(info.value.trigger))
+    assert event.payload["status"] == "completed"
+    logged = log_text()
+    assert "RuntimeError while ending it here" in logged
+    assert "expires=" not in logged
+    assert "cannot store" not in logged
+
+
+@needs_3_3
+def test_a_task_a_mapped_task_expands_over_resumes_on_the_worker(
+    emulator_conn: Emulator, context: dict[str, Any], pushed: dict[str, Any]
+) -> None:
+    """A worker's push records the length a mapped task expands over; the triggerer's does not: nothing
+    is pushed there, the task resumes and pushes it all."""
+    from types import SimpleNamespace
+
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1))
+    with pytest.raises(TaskDeferred) as info:
+        create_op().execute(context)
+    trigger = info.value.trigger
+    task = SimpleNamespace(iter_mapped_dependants=lambda: iter([object()]), template_ext=(), template_fields=())
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1, task=task)
+    (event,) = events_of(trigger)
+    assert event.payload["status"] == "completed"
+    assert pushed == {}

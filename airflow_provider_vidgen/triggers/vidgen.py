@@ -332,7 +332,12 @@ class VideoGenerationTrigger(BaseTrigger):
                 yield await self._success_event(self._completed)
                 return
             except Exception as err:  # the XComs could not be pushed: the task resumes and pushes them
-                self.log.warning("Generation %s: resuming the task on a worker (%s)", self.generation_id, err)
+                # The class only: an XCom backend's or a validation error's text may quote the signed URL.
+                self.log.warning(
+                    "Generation %s: resuming the task on a worker (%s while ending it here)",
+                    self.generation_id,
+                    type(err).__name__,
+                )
         yield TriggerEvent(event)
 
     def _begin(self) -> None:
@@ -371,6 +376,12 @@ class VideoGenerationTrigger(BaseTrigger):
         ti: Any = self.task_instance
         if ti is None:
             raise RuntimeError("no task instance to push the XComs of")
+        task = getattr(ti, "task", None)
+        dependants = getattr(task, "iter_mapped_dependants", None)
+        if dependants is not None and next(iter(dependants()), None) is not None:
+            # A mapped task expands over this one's output: a worker's push also records the length to
+            # map over, which XCom.aset does not. Before anything is pushed, so the worker pushes it all.
+            raise RuntimeError("a mapped task expands over this task's output")
         for key, value in success_xcoms(str(self.success_xcoms), result).items():
             await XCom.aset(key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
         self.log.info(
