@@ -11,6 +11,10 @@ own time constants alike); figures are reported in API seconds.
 Modes, at each ``--poll`` interval:
 
 - ``fixed``: ``VideoGenerationTrigger`` on today's fixed schedule;
+- ``rule, delayed start``: the schedule rule of ``completion_times`` on today's trigger: an estimate
+  learned from a fixed run on ``--warm`` other generations (from the emulator's log: the last read
+  before each completion and the first after) gives each wait its first read, and the wait's trigger
+  starts then (a share of waits explores on the fixed schedule, as the estimate asks);
 - ``adaptive (warmed)``: the trigger with the completion-time estimate, after ``--warm`` generations
   waited on first in the same process (not counted);
 - ``adaptive (online)``: the same estimate, learning from the measured generations only;
@@ -47,9 +51,10 @@ from typing import Any
 from trigger_capacity import API_KEY, admin, cpu_seconds, make_triggers, raise_fd_limit, start_emulator
 
 FAMILY, MODEL, DURATION, MODE = "videos", "videos", 5, "text"
-MODES = ("fixed", "adaptive-warm", "adaptive-online", "http")
+MODES = ("fixed", "delayed-start", "adaptive-warm", "adaptive-online", "http")
 TITLES = {
     "fixed": "fixed",
+    "delayed-start": "rule, delayed start",
     "adaptive-warm": "adaptive (warmed)",
     "adaptive-online": "adaptive (online)",
     "http": "HttpSensorTrigger",
@@ -109,16 +114,39 @@ def preload(mode: str) -> None:
     vidgen._runtime_loaded = True
 
 
-async def run_worker(mode: str, poll: float, base_url: str, bound: float) -> dict[str, Any]:
+def warmed_estimate(observations: list[list[float | None]], seed: int) -> Any:
+    """A completion-time estimate that learned ``observations`` (``[last unfinished, first completed]`` ages)."""
+    from airflow_provider_vidgen.completion_times import CompletionTimes, schedule_key
+
+    estimate = CompletionTimes(rng=random.Random(seed))
+    key = schedule_key(FAMILY, MODEL, DURATION, MODE)
+    for last, completed in observations:
+        assert completed is not None
+        estimate.observe(key, last, completed)
+    return estimate
+
+
+async def run_worker(mode: str, poll: float, base_url: str, bound: float, estimate: Any = None) -> dict[str, Any]:
     os.environ["AIRFLOW_CONN_VIDGEN_BENCH"] = json.dumps({"conn_type": "vidgen", "host": base_url, "password": API_KEY})
     preload(mode)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    from airflow_provider_vidgen.completion_times import schedule_key
+
+    key = schedule_key(FAMILY, MODEL, DURATION, MODE)
     event_times: dict[str, float] = {}
+    first_reads: list[float | None] = []
     waits: list[asyncio.Future[None]] = []
 
-    async def run_one(generation_id: str, trigger: Any) -> None:
+    async def run_one(generation_id: str, created: int) -> None:
+        if estimate is not None:
+            # The schedule rule without the trigger's help: the wait starts when its first read is due.
+            first = estimate.first_read_after(key, poll)
+            first_reads.append(first)
+            if first is not None:
+                await asyncio.sleep(max(0.0, created + first - time.time()))
+        trigger = make_trigger(mode, generation_id, poll, base_url)
         async for _event in trigger.run():
             event_times[generation_id] = time.time()
             break
@@ -129,15 +157,23 @@ async def run_worker(mode: str, poll: float, base_url: str, bound: float) -> dic
         batch = json.loads(line)
         if batch is None:
             break
-        waits.extend(asyncio.ensure_future(run_one(i, make_trigger(mode, i, poll, base_url))) for i in batch)
+        waits.extend(asyncio.ensure_future(run_one(i, created)) for i, created in batch)
     await asyncio.wait_for(asyncio.gather(*waits), bound)
-    return {"event_times": event_times, "cpu": cpu_seconds() - cpu_start, "waits": len(waits)}
+    return {
+        "event_times": event_times,
+        "cpu": cpu_seconds() - cpu_start,
+        "waits": len(waits),
+        "first_reads": first_reads,
+    }
 
 
 def worker_main(args: argparse.Namespace) -> None:
     raise_fd_limit()
     scale_trigger_clock(args.scale)
-    print(json.dumps(asyncio.run(run_worker(args.worker, args.poll_scaled, args.base_url, args.bound))))
+    estimate = None
+    if args.observations:
+        estimate = warmed_estimate(json.loads(Path(args.observations).read_text()), args.seed)
+    print(json.dumps(asyncio.run(run_worker(args.worker, args.poll_scaled, args.base_url, args.bound, estimate))))
 
 
 # -- parent: create over time, feed the worker, read the emulator's log ------------------------------
@@ -145,7 +181,8 @@ def worker_main(args: argparse.Namespace) -> None:
 
 def feed(worker: subprocess.Popen[str], base_url: str, count: int, per_second: int, check: bool) -> list[str]:
     """Create ``count`` generations, ``per_second`` just after each wall-clock second; check each once
-    (as an operator before deferring); hand each batch to the worker. The ids, in creation order."""
+    (as an operator before deferring); hand each batch to the worker (ids with their ``created``).
+    The ids, in creation order."""
     import requests
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -154,28 +191,57 @@ def feed(worker: subprocess.Popen[str], base_url: str, count: int, per_second: i
     with requests.Session() as session:
         while len(ids) < count:
             time.sleep(1.0 - time.time() % 1.0 + 0.002)
+            created = int(time.time())  # what the API reports as created: this whole second
             batch = []
             for _ in range(min(per_second, count - len(ids))):
                 answer = session.post(base_url + "/v1/videos/videos", json=body, headers=headers, timeout=30)
-                batch.append(answer.json()["data"]["projectId"])
+                batch.append([answer.json()["data"]["projectId"], created])
             if check:
-                for generation_id in batch:
+                for generation_id, _ in batch:
                     session.get(f"{base_url}/v1/result/{generation_id}", headers=headers, timeout=30)
             assert worker.stdin is not None
             worker.stdin.write(json.dumps(batch) + "\n")
             worker.stdin.flush()
-            ids.extend(batch)
+            ids.extend(generation_id for generation_id, _ in batch)
     return ids
 
 
-def run_phase(mode: str, poll: float, args: argparse.Namespace, base_url: str) -> dict[str, Any]:
+def observations(base_url: str, ids: list[str]) -> list[list[float | None]]:
+    """What the waits on ``ids`` saw, from the emulator's log: per generation the ages (seconds since
+    its whole-second ``created``) of the last read before its completion and the first one after."""
+    done_at = {g["id"]: (g["created_at"], g["done_at"]) for g in admin(base_url, "/_emulator/generations")}
+    reads: dict[str, list[float]] = {i: [] for i in ids}
+    for entry in admin(base_url, "/_emulator/requests"):
+        if entry["endpoint"] == "result" and entry["generation_id"] in reads:
+            reads[entry["generation_id"]].append(entry["time"])
+    seen = []
+    for i in ids:
+        created_at, done = done_at[i]
+        created = math.floor(created_at)
+        before = [t - created for t in reads[i] if t < done]
+        after = [t - created for t in reads[i] if t >= done]
+        if after:
+            seen.append([max(before) if before else None, min(after)])
+    return seen
+
+
+def run_phase(
+    mode: str, poll: float, args: argparse.Namespace, base_url: str, *, n: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    n = args.n if n is None else n
+    seed = args.seed if seed is None else seed
     warm = args.warm if mode == "adaptive-warm" else 0
+    learned: Path | None = None
+    if mode == "delayed-start":  # learn from a fixed run on other generations first
+        warmup = run_phase("fixed", poll, args, base_url, n=args.warm, seed=seed + 1)
+        learned = Path(args.airflow_home).parent / f"observations-{poll:g}.json"
+        learned.write_text(json.dumps(warmup["observations"]))
     admin(base_url, "/_emulator/reset", {})
-    durations = completion_times(warm + args.n, args.median, args.p10, args.seed)
+    durations = completion_times(warm + n, args.median, args.p10, seed)
     for d in durations:  # creates are sequential: the i-th create follows the i-th timeline
         seconds = d * args.scale
         admin(base_url, "/_emulator/queue-timeline", {"queued_for": seconds / 2, "processing_for": seconds / 2})
-    bound = (max(durations) + 4 * poll) * args.scale + (warm + args.n) / args.per_second + 60
+    bound = (max(durations) + 4 * poll) * args.scale + (warm + n) / args.per_second + 60
     log = open(Path(args.airflow_home).parent / f"worker-{mode}-{poll:g}.log", "w")  # noqa: SIM115
     worker = subprocess.Popen(
         [
@@ -191,6 +257,9 @@ def run_phase(mode: str, poll: float, args: argparse.Namespace, base_url: str) -
             base_url,
             "--bound",
             str(bound),
+            "--seed",
+            str(seed),
+            *(["--observations", str(learned)] if learned else []),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -202,7 +271,7 @@ def run_phase(mode: str, poll: float, args: argparse.Namespace, base_url: str) -
     if worker.stdout.readline().strip() != "ready":
         raise RuntimeError(f"worker {mode} did not start:\n{Path(log.name).read_text()[-3000:]}")
     started = time.time()
-    ids = feed(worker, base_url, warm + args.n, args.per_second, not args.no_check)
+    ids = feed(worker, base_url, warm + n, args.per_second, not args.no_check)
     out, _ = worker.communicate(json.dumps(None) + "\n", timeout=bound + 60)
     log.close()
     if worker.returncode != 0:
@@ -214,7 +283,11 @@ def run_phase(mode: str, poll: float, args: argparse.Namespace, base_url: str) -
     events = result["event_times"]
     lags = sorted((events[i] - done_at[i]) / args.scale for i in measured if i in events)
     reads = [stats[i]["reads"] for i in measured]
+    skipped = [q / args.scale for q in result["first_reads"] if q is not None]
     return {
+        "observations": observations(base_url, ids),
+        "first_read": statistics.median(skipped) if skipped else None,
+        "skipping": len(skipped) / len(result["first_reads"]) if result["first_reads"] else None,
         "mode": mode,
         "poll": poll,
         "n": len(measured),
@@ -232,7 +305,7 @@ def run_phase(mode: str, poll: float, args: argparse.Namespace, base_url: str) -
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'mode':<20}{'poll s':>7}{'N':>6}{'events':>8}{'reads/video':>13}{'triggerer':>11}{'vs fixed':>10}"
-        f"{'p50 lag s':>11}{'p95 lag s':>11}{'max lag s':>11}{'CPU ms/wait':>13}"
+        f"{'p50 lag s':>11}{'p95 lag s':>11}{'max lag s':>11}{'CPU ms/wait':>13}{'first read (waits)':>20}"
     )
     print(header)
     print("-" * len(header))
@@ -244,6 +317,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{TITLES[r['mode']]:<20}{r['poll']:>7g}{r['n']:>6}{r['events']:>8}{r['reads']:>13.2f}"
             f"{r['reads'] - r['check_reads']:>11.2f}{ratio:>10}{r['p50']:>11.1f}{r['p95']:>11.1f}{r['max']:>11.1f}"
             f"{r['cpu_per_wait_ms']:>13.2f}"
+            + (f"{r['first_read']:>11.0f} s ({r['skipping']:.0%})" if r["first_read"] is not None else f"{'-':>20}")
         )
 
 
@@ -307,6 +381,7 @@ def main() -> None:
     parser.add_argument("--poll-scaled", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--bound", type=float, default=600, help=argparse.SUPPRESS)
+    parser.add_argument("--observations", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(args)
