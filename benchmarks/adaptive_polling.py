@@ -126,7 +126,9 @@ def warmed_estimate(observations: list[list[float | None]], seed: int) -> Any:
     return estimate
 
 
-async def run_worker(mode: str, poll: float, base_url: str, bound: float, estimate: Any = None) -> dict[str, Any]:
+async def run_worker(
+    mode: str, poll: float, base_url: str, bound: float, ready: Path, estimate: Any = None
+) -> dict[str, Any]:
     os.environ["AIRFLOW_CONN_VIDGEN_BENCH"] = json.dumps({"conn_type": "vidgen", "host": base_url, "password": API_KEY})
     preload(mode)
     loop = asyncio.get_running_loop()
@@ -151,7 +153,16 @@ async def run_worker(mode: str, poll: float, base_url: str, bound: float, estima
             event_times[generation_id] = time.time()
             break
 
-    print("ready", flush=True)  # the parent starts creating now
+    stalls: list[float] = []
+
+    async def heartbeat() -> None:  # how long the event loop was held at a time (wake-ups later than asked)
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(0.01)
+            stalls.append(time.monotonic() - asked - 0.01)
+
+    beating = asyncio.ensure_future(heartbeat())
+    ready.touch()  # the parent starts creating now
     cpu_start = cpu_seconds()
     while line := await reader.readline():
         batch = json.loads(line)
@@ -159,7 +170,9 @@ async def run_worker(mode: str, poll: float, base_url: str, bound: float, estima
             break
         waits.extend(asyncio.ensure_future(run_one(i, created)) for i, created in batch)
     await asyncio.wait_for(asyncio.gather(*waits), bound)
+    beating.cancel()
     return {
+        "max_stall": max(stalls, default=0.0),
         "event_times": event_times,
         "cpu": cpu_seconds() - cpu_start,
         "waits": len(waits),
@@ -173,7 +186,9 @@ def worker_main(args: argparse.Namespace) -> None:
     estimate = None
     if args.observations:
         estimate = warmed_estimate(json.loads(Path(args.observations).read_text()), args.seed)
-    print(json.dumps(asyncio.run(run_worker(args.worker, args.poll_scaled, args.base_url, args.bound, estimate))))
+    result = asyncio.run(run_worker(args.worker, args.poll_scaled, args.base_url, args.bound, args.ready, estimate))
+    # A file, not stdout: the triggers log to stdout (a file too: a pipe nobody reads would fill up and block them).
+    args.result.write_text(json.dumps(result))
 
 
 # -- parent: create over time, feed the worker, read the emulator's log ------------------------------
@@ -242,7 +257,8 @@ def run_phase(
         seconds = d * args.scale
         admin(base_url, "/_emulator/queue-timeline", {"queued_for": seconds / 2, "processing_for": seconds / 2})
     bound = (max(durations) + 4 * poll) * args.scale + (warm + n) / args.per_second + 60
-    log = open(Path(args.airflow_home).parent / f"worker-{mode}-{poll:g}.log", "w")  # noqa: SIM115
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{mode}-{poll:g}-", dir=Path(args.airflow_home).parent))
+    log = (run_dir / "worker.log").open("w")
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -259,24 +275,30 @@ def run_phase(
             str(bound),
             "--seed",
             str(seed),
+            "--ready",
+            str(run_dir / "ready"),
+            "--result",
+            str(run_dir / "result.json"),
             *(["--observations", str(learned)] if learned else []),
         ],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,  # the triggers' logs: a file, not a pipe nobody reads while the run goes on
+        stdout=log,  # the triggers' logs: a file, not a pipe nobody reads while the run goes on
+        stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "AIRFLOW_HOME": args.airflow_home},
     )
-    assert worker.stdout is not None
-    if worker.stdout.readline().strip() != "ready":
-        raise RuntimeError(f"worker {mode} did not start:\n{Path(log.name).read_text()[-3000:]}")
+    deadline = time.monotonic() + 120
+    while not (run_dir / "ready").exists():
+        if time.monotonic() > deadline or worker.poll() is not None:
+            raise RuntimeError(f"worker {mode} did not start:\n{(run_dir / 'worker.log').read_text()[-3000:]}")
+        time.sleep(0.05)
     started = time.time()
     ids = feed(worker, base_url, warm + n, args.per_second, not args.no_check)
-    out, _ = worker.communicate(json.dumps(None) + "\n", timeout=bound + 60)
+    worker.communicate(json.dumps(None) + "\n", timeout=bound + 60)
     log.close()
     if worker.returncode != 0:
-        raise RuntimeError(f"worker {mode} failed:\n{Path(log.name).read_text()[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+        raise RuntimeError(f"worker {mode} failed:\n{(run_dir / 'worker.log').read_text()[-3000:]}")
+    result = json.loads((run_dir / "result.json").read_text())
     measured = ids[warm:]
     stats = admin(base_url, "/_emulator/stats")["generations"]
     done_at = {g["id"]: g["done_at"] for g in admin(base_url, "/_emulator/generations")}
@@ -298,6 +320,7 @@ def run_phase(
         "p95": lags[math.ceil(0.95 * len(lags)) - 1] if lags else math.nan,
         "max": lags[-1] if lags else math.nan,
         "cpu_per_wait_ms": result["cpu"] / result["waits"] * 1000,
+        "max_stall": result["max_stall"],
         "wall": time.time() - started,
     }
 
@@ -346,7 +369,11 @@ def parent_main(args: argparse.Namespace) -> None:
             for mode in modes:
                 row = run_phase(mode, poll, args, base_url)
                 rows.append(row)
-                print(f"  done: {TITLES[mode]} at {poll:g} s in {row['wall']:.0f} s", flush=True)
+                print(
+                    f"  done: {TITLES[mode]} at {poll:g} s in {row['wall']:.0f} s"
+                    f" (longest hold of the event loop {row['max_stall'] * 1000:.0f} ms)",
+                    flush=True,
+                )
     finally:
         emulator.terminate()
         emulator.wait(30)
@@ -382,6 +409,8 @@ def main() -> None:
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--bound", type=float, default=600, help=argparse.SUPPRESS)
     parser.add_argument("--observations", help=argparse.SUPPRESS)
+    parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(args)
