@@ -12,15 +12,22 @@ the HTTP session; its methods take a lock, so worker threads may use it as well 
 
 **What a completion tells.** A wait sees a completion between two reads: the last one that saw the
 generation unfinished and the first one that saw it completed (both as seconds since ``created``).
-The time it took is somewhere in that interval; the estimate keeps the lower end, so it never
-overstates how long generations take (a skipped span is never longer than the data allow).
+The estimate keeps that interval and counts the completion as spread evenly over it (a completion
+seen between a read at 30 s and one at 60 s counts half below 45 s). Waits on the fixed schedule all
+read at about the same ages (``created`` + a few seconds + multiples of the interval): their
+intervals share their ends and tell little about where in the interval generations complete.
 
-**Which completions are learned.** Only those of waits that read on the fixed schedule. A wait that
-skipped reads on this estimate's advice sees its fast generations completed at its first read, with
-no unfinished read after the first seconds: learning from it would put their completion at zero and
-make the estimate collapse. So once an estimate exists, :meth:`CompletionTimes.first_read_after`
-still answers ``None`` (fixed schedule) for a small random share of waits (:data:`EXPLORE_SHARE`),
-which keep the estimate current.
+**Exploring waits.** So once a key has :data:`MIN_SAMPLES` completions, a wait that is not told
+to skip reads takes its first read at a random phase in ``[0, poll_interval)`` after its normal
+first check (then every ``poll_interval``): its interval lies anywhere, and together they resolve
+the distribution. Such a wait still detects its completion less than one interval (plus jitter)
+late, as fixed polling does, and reads no more often. All waits explore while the estimate allows
+no skip; once it does, :data:`EXPLORE_SHARE` of them.
+
+**Which completions are learned.** Those of waits that did not skip reads on this estimate's
+advice (fixed and exploring ones). A wait that skipped sees its fast generations completed at its
+first read, with no unfinished read after the first seconds: learning from it would put their
+completion anywhere from zero and bias the estimate down, then shorten the skip further.
 """
 
 from __future__ import annotations
@@ -30,19 +37,20 @@ import math
 import random
 import threading
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 #: Below this many learned completions a key has no estimate: waits poll on the fixed schedule.
 MIN_SAMPLES = 20
 #: Learned completions kept per key (the newest).
-MAX_SAMPLES = 256
+MAX_SAMPLES = 512
 #: Keys kept (the most recently used); the least recently used is forgotten first.
-MAX_KEYS = 256
+MAX_KEYS = 128
 #: Fixed polling detects a completion more than this share of the interval late for 5% of
 #: generations (its lag is about uniform over the interval): the p95 the schedule must not exceed.
 P95_OF_INTERVAL = 0.95
 #: The share of generations allowed to be detected later than ``P95_OF_INTERVAL * poll_interval``.
 TAIL_SHARE = 0.05
-#: Once a key has an estimate, this share of waits still reads on the fixed schedule (and is learned from).
+#: Once a key's estimate allows a skip, this share of waits still explores (and is learned from).
 EXPLORE_SHARE = 0.1
 #: A generation counts as late once it is older than this multiple of the key's 99th percentile.
 LATE_FACTOR = 1.5
@@ -68,8 +76,89 @@ def schedule_key(family: str | None, model: str | None, duration: float | None, 
     return "/".join(UNKNOWN if part is None or part == "" else str(part) for part in parts)
 
 
+#: One learned completion: ``(low, high)`` seconds since ``created`` (``low == high``: known exactly).
+Sample = tuple[float, float]
+
+
+#: Rounds of the self-consistency step (Turnbull's estimator for interval-censored data) that move
+#: each completion's mass within its interval towards where the others say completions are.
+SHARPEN_ROUNDS = 4
+#: Width of the estimate's bins, as a share of the poll interval.
+BIN_SHARE = 0.1
+
+
+class _Spread:
+    """The learned completions as a distribution over bins of ``width`` seconds.
+
+    A completion known exactly counts at its time; one seen within an interval is spread over its
+    interval: evenly at first, then :data:`SHARPEN_ROUNDS` self-consistency rounds (each
+    completion's mass in proportion to the estimate within its interval), which undo most of the
+    blur of the read intervals. ``below(x)`` / ``up_to(x)``: how many completions (fractions
+    included) took less than ``x`` / at most ``x`` seconds.
+    """
+
+    def __init__(self, samples: list[Sample], width: float) -> None:
+        self.points = sorted(low for low, high in samples if high <= low)
+        self.width = width
+        intervals = [(low, high) for low, high in samples if high > low]
+        bins = math.ceil(max((high for _, high in intervals), default=0.0) / width) + 1
+        overlaps = [self._overlaps(low, high) for low, high in intervals]
+        mass = [1.0] * bins
+        for _ in range(1 + SHARPEN_ROUNDS):
+            moved = [0.0] * bins
+            for overlap in overlaps:
+                total = sum(share * mass[j] for j, share in overlap)
+                for j, share in overlap:
+                    moved[j] += share * mass[j] / total if total > 0 else share
+            mass = moved
+        self.mass = mass
+        self.cumulative = [0.0]
+        for value in mass:
+            self.cumulative.append(self.cumulative[-1] + value)
+        self.breakpoints = sorted({j * width for j, value in enumerate(mass) if value > 0} | set(self.points))
+
+    def _overlaps(self, low: float, high: float) -> list[tuple[int, float]]:
+        first, last = int(low // self.width), int(high // self.width)
+        return [
+            (j, (min(high, (j + 1) * self.width) - max(low, j * self.width)) / (high - low))
+            for j in range(first, last + 1)
+            if min(high, (j + 1) * self.width) > max(low, j * self.width)
+        ]
+
+    def _spread(self, x: float) -> float:
+        if x <= 0:
+            return 0.0
+        j = int(x // self.width)
+        if j >= len(self.mass):
+            return self.cumulative[-1]
+        return self.cumulative[j] + self.mass[j] * (x - j * self.width) / self.width
+
+    def below(self, x: float) -> float:
+        return self._spread(x) + bisect.bisect_left(self.points, x)
+
+    def up_to(self, x: float) -> float:
+        return self._spread(x) + bisect.bisect_right(self.points, x)
+
+
+#: How many standard deviations (Poisson) above the count of faster completions the rule allows for:
+#: a handful of samples below a point may stand for many more generations.
+CAUTION = 2.0
+
+
+def _upper(count: float) -> float:
+    """A cautious upper bound of the generations that ``count`` learned completions stand for (>= 1)."""
+    return max(1.0, count + CAUTION * math.sqrt(count))
+
+
+def _as_sample(sample: float | Sample) -> Sample:
+    if isinstance(sample, tuple):
+        low, high = float(sample[0]), float(sample[1])
+        return low, max(low, high)
+    return float(sample), float(sample)
+
+
 def first_read_from_samples(
-    samples: list[float], poll_interval: float, *, tail_share: float = TAIL_SHARE
+    samples: list[float] | list[Sample], poll_interval: float, *, tail_share: float = TAIL_SHARE
 ) -> float | None:
     """The schedule rule on its own: seconds after ``created`` before which reading is not worth it.
 
@@ -78,32 +167,51 @@ def first_read_from_samples(
     ``d < q`` is detected ``q - d`` late. Fixed polling detects 5% of generations more than
     ``0.95 P`` late, so the p95 of the lag is no worse while ``F(q - 0.95 P) <= 0.05 F(q)``
     (``F``: the distribution of ``d``; the 5% of the generations after ``q`` that fixed polling would
-    detect late are no longer late). The answer is the largest ``q`` (a sample plus ``0.95 P``) for
-    which the samples satisfy that, scanning upwards and stopping at the first violation; a share of
-    generations never seen below a point counts as one sample, so a few samples never allow a skip.
+    detect late are no longer late). The answer is the largest ``q`` (a breakpoint of the learned
+    distribution plus ``0.95 P``) for which the samples satisfy that (the scan stops once more than
+    5% of all samples are faster: no later ``q`` can); less than one generation seen below a point
+    counts as one, so a few samples never allow a skip.
 
-    :param samples: Seconds completions took (lower bounds), any order.
+    :param samples: Completion times: seconds (known exactly) or ``(low, high)`` intervals, each
+        counted as spread evenly over its interval; any order.
     :param poll_interval: Seconds between reads after the first.
     :param tail_share: The share ``0.05`` above.
     :return: ``q`` (>= 0), or ``None`` if the samples allow no skipped read.
     """
     if poll_interval <= 0 or not samples:
         return None
-    ordered = sorted(samples)
+    spread = _Spread([_as_sample(sample) for sample in samples], BIN_SHARE * poll_interval)
+    total = len(samples)
     span = P95_OF_INTERVAL * poll_interval
     best: float | None = None
-    previous: float | None = None
-    for value in ordered:
-        if value == previous:
-            continue
-        previous = value
-        faster = bisect.bisect_left(ordered, value)  # took less than value: detected late if q = value + span
-        by_first_read = bisect.bisect_right(ordered, value + span)
-        if max(faster, 1) <= tail_share * by_first_read:
-            best = value + span
-        elif faster:
+    for point in spread.breakpoints:
+        first = point + span
+        faster = spread.below(point)  # took less than q - span: detected more than 0.95 P late
+        if _upper(faster) <= tail_share * spread.up_to(first) + 1e-9:
+            best = first
+        elif faster > tail_share * total:  # no later first read can meet the rule
             break
     return None if best is None else max(0.0, best)
+
+
+@dataclass(frozen=True)
+class FirstRead:
+    """When a wait reads its generation first: the estimate's advice for one wait.
+
+    :param at_age: Read first at this age (seconds since ``created``), skipping the reads before;
+        ``None``: at the normal first check (plus ``phase``).
+    :param phase: Seconds to add to the normal first check (an exploring wait, see the module notes).
+    :param learned_from: Completions of the key the advice rests on.
+    """
+
+    at_age: float | None = None
+    phase: float = 0.0
+    learned_from: int = 0
+
+    @property
+    def skips(self) -> bool:
+        """Whether the wait skips reads on this advice (then its completion is not learned)."""
+        return self.at_age is not None
 
 
 def _quantile(ordered: list[float], share: float) -> float:
@@ -140,8 +248,9 @@ class CompletionTimes:
         self.explore_share = explore_share
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        self._samples: OrderedDict[str, deque[float]] = OrderedDict()
-        self._sorted: dict[str, list[float]] = {}
+        self._samples: OrderedDict[str, deque[Sample]] = OrderedDict()
+        self._sorted: dict[str, list[Sample]] = {}
+        self._rules: dict[tuple[str, float], float | None] = {}
 
     def observe(
         self, key: str, last_unfinished: float | None, first_completed: float, *, skipped: bool = False
@@ -149,16 +258,18 @@ class CompletionTimes:
         """Learn one completion, seen between two reads (seconds since the generation's ``created``).
 
         :param key: :func:`schedule_key` of the generation.
-        :param last_unfinished: Age at the last read that saw it unfinished; ``None`` if no read did.
+        :param last_unfinished: Age at the last read that saw it unfinished; ``None`` if no read did
+            (then it may have taken anything from zero).
         :param first_completed: Age at the first read that saw it ``completed``.
         :param skipped: The wait skipped reads on this estimate's advice: the completion is not
             learned (its early span was not read, see the module's notes).
         """
         if skipped:
             return
-        low = 0.0 if last_unfinished is None else last_unfinished
-        low = max(0.0, min(low, first_completed))  # clocks may disagree: never past the completed read
-        if not math.isfinite(low):
+        high = max(0.0, float(first_completed))
+        low = 0.0 if last_unfinished is None else float(last_unfinished)
+        low = max(0.0, min(low, high))  # clocks may disagree: never past the completed read
+        if not (math.isfinite(low) and math.isfinite(high)):
             return
         with self._lock:
             samples = self._samples.get(key)
@@ -166,41 +277,61 @@ class CompletionTimes:
                 samples = self._samples[key] = deque(maxlen=self.max_samples)
                 while len(self._samples) > self.max_keys:
                     forgotten, _ = self._samples.popitem(last=False)
-                    self._sorted.pop(forgotten, None)
+                    self._forget(forgotten)
             else:
                 self._samples.move_to_end(key)
-            samples.append(low)
-            self._sorted.pop(key, None)
+            samples.append((low, high))
+            self._forget(key)
 
-    def samples(self, key: str) -> list[float]:
-        """The learned completion times (lower bounds) of ``key``, sorted."""
+    def _forget(self, key: str) -> None:
+        self._sorted.pop(key, None)
+        for cached in [cached for cached in self._rules if cached[0] == key]:
+            del self._rules[cached]
+
+    def samples(self, key: str) -> list[Sample]:
+        """The learned completions of ``key`` as ``(low, high)`` intervals, sorted."""
         with self._lock:
             return list(self._ordered(key))
 
-    def _ordered(self, key: str) -> list[float]:
+    def _ordered(self, key: str) -> list[Sample]:
         ordered = self._sorted.get(key)
         if ordered is None:
             ordered = self._sorted[key] = sorted(self._samples.get(key, ()))
         return ordered
 
-    def first_read_after(self, key: str, poll_interval: float) -> float | None:
-        """Seconds after ``created`` before which a read of such a generation is not worth doing.
+    def _rule(self, key: str, poll_interval: float) -> float | None:
+        cached = (key, poll_interval)
+        if cached not in self._rules:  # recomputed only after a new completion of the key
+            self._rules[cached] = first_read_from_samples(self._ordered(key), poll_interval)
+        return self._rules[cached]
 
-        The wait reads first at that age, then every ``poll_interval`` as before (never more often).
+    def first_read(self, key: str, poll_interval: float) -> FirstRead:
+        """When one wait on such a generation reads first (see the module's notes).
+
+        Cold start (fewer than ``min_samples`` completions of ``key``): the normal first check, the
+        fixed schedule. Then: skip to :func:`first_read_from_samples`' age, or explore (a random
+        phase after the normal first check) while the samples allow no skip and for
+        ``explore_share`` of waits once they do.
 
         :param key: :func:`schedule_key` of the generation.
         :param poll_interval: Seconds between reads.
-        :return: The age (>= 0) of the first read; ``None``: read on the fixed schedule (no estimate
-            yet, the samples allow no skip, or this wait is one of the :data:`EXPLORE_SHARE` that keep
-            the estimate current).
         """
         with self._lock:
-            ordered = self._ordered(key)
-            if len(ordered) < self.min_samples:
-                return None
-            if self._rng.random() < self.explore_share:
-                return None
-            return first_read_from_samples(ordered, poll_interval)
+            learned = len(self._samples.get(key, ()))
+            if learned < self.min_samples:
+                return FirstRead(learned_from=learned)
+            after = self._rule(key, poll_interval)
+            if after is None or self._rng.random() < self.explore_share:
+                return FirstRead(phase=self._rng.uniform(0.0, poll_interval), learned_from=learned)
+            return FirstRead(at_age=after, learned_from=learned)
+
+    def first_read_after(self, key: str, poll_interval: float) -> float | None:
+        """Seconds after ``created`` before which a read of such a generation is not worth doing.
+
+        :meth:`first_read`'s ``at_age``: ``None`` to read at the normal first check (no estimate
+        yet, the samples allow no skip, or an exploring wait).
+        """
+        return self.first_read(key, poll_interval).at_age
 
     def late_after(self, key: str) -> float | None:
         """Age (seconds since ``created``) from which a generation of ``key`` counts as late; ``None``: no estimate."""
@@ -208,7 +339,7 @@ class CompletionTimes:
             ordered = self._ordered(key)
             if len(ordered) < self.min_samples:
                 return None
-            return LATE_FACTOR * _quantile(ordered, LATE_QUANTILE)
+            return LATE_FACTOR * _quantile(sorted(high for _, high in ordered), LATE_QUANTILE)
 
     def late_backoff_delay(
         self, key: str, elapsed: float, poll_interval: float, *, allowed: bool, max_delay: float = LATE_MAX_DELAY
@@ -237,9 +368,10 @@ class CompletionTimes:
         with self._lock:
             self._samples.clear()
             self._sorted.clear()
+            self._rules.clear()
 
 
 #: The estimate of this process, shared by all its waits.
 ESTIMATE = CompletionTimes()
 
-__all__ = ["ESTIMATE", "CompletionTimes", "first_read_from_samples", "schedule_key"]
+__all__ = ["ESTIMATE", "CompletionTimes", "FirstRead", "Sample", "first_read_from_samples", "schedule_key"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import threading
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from airflow_provider_vidgen.completion_times import (
     LATE_MAX_DELAY,
     MIN_SAMPLES,
     CompletionTimes,
+    FirstRead,
     first_read_from_samples,
     schedule_key,
 )
@@ -46,23 +48,23 @@ def test_schedule_key_same_duration_same_key() -> None:
 # -- learning --------------------------------------------------------------------------------------
 
 
-def test_observe_keeps_the_lower_bound_of_the_interval() -> None:
+def test_observe_keeps_the_interval() -> None:
     times = estimate()
     times.observe(KEY, 50.0, 80.0)
-    assert times.samples(KEY) == [50.0]
+    assert times.samples(KEY) == [(50.0, 80.0)]
 
 
 def test_observe_without_an_unfinished_read_learns_zero() -> None:
     times = estimate()
     times.observe(KEY, None, 40.0)
-    assert times.samples(KEY) == [0.0]
+    assert times.samples(KEY) == [(0.0, 40.0)]
 
 
 def test_observe_never_learns_past_the_completed_read_or_below_zero() -> None:
     times = estimate()
     times.observe(KEY, 90.0, 80.0)  # clocks that disagree
     times.observe(KEY, -3.0, 10.0)
-    assert times.samples(KEY) == [0.0, 80.0]
+    assert times.samples(KEY) == [(0.0, 10.0), (80.0, 80.0)]
 
 
 def test_observe_ignores_waits_that_skipped_reads() -> None:
@@ -75,7 +77,7 @@ def test_samples_per_key_are_bounded_to_the_newest() -> None:
     times = estimate(min_samples=2, max_samples=3)
     for age in (10.0, 20.0, 30.0, 40.0):
         times.observe(KEY, age, age + 5)
-    assert times.samples(KEY) == [20.0, 30.0, 40.0]
+    assert times.samples(KEY) == [(20.0, 25.0), (30.0, 35.0), (40.0, 45.0)]
 
 
 def test_keys_are_bounded_least_recently_used_first() -> None:
@@ -85,8 +87,8 @@ def test_keys_are_bounded_least_recently_used_first() -> None:
     times.observe("a", 3.0, 4.0)  # "a" used last: "b" goes first
     times.observe("c", 1.0, 2.0)
     assert times.samples("b") == []
-    assert times.samples("a") == [1.0, 3.0]
-    assert times.samples("c") == [1.0]
+    assert times.samples("a") == [(1.0, 2.0), (3.0, 4.0)]
+    assert times.samples("c") == [(1.0, 2.0)]
 
 
 def test_concurrent_observers_lose_nothing_within_the_bound() -> None:
@@ -126,9 +128,9 @@ def test_invalid_bounds_are_refused() -> None:
 def test_cold_start_is_the_fixed_schedule() -> None:
     times = estimate()
     for _ in range(MIN_SAMPLES - 1):
-        times.observe(KEY, 100.0, 130.0)
-    assert times.first_read_after(KEY, 30.0) is None
-    times.observe(KEY, 100.0, 130.0)
+        times.observe(KEY, 100.0, 100.0)
+    assert times.first_read(KEY, 30.0) == FirstRead(learned_from=MIN_SAMPLES - 1)  # today's schedule exactly
+    times.observe(KEY, 100.0, 100.0)
     assert times.first_read_after(KEY, 30.0) == pytest.approx(100.0 + 0.95 * 30.0)
 
 
@@ -159,18 +161,41 @@ def test_a_fast_minority_stops_the_skip_below_it() -> None:
     # 6 of 100 take 10 s, the rest 200 s: a first read at 200 + 28.5 would detect 6% more than
     # 0.95 P late, where fixed polling detects 5% that late: no skip.
     assert first_read_from_samples([10.0] * 6 + [200.0] * 94, 30.0) is None
-    # 5 of 100 are within the 5% (and none of the others is late: all are done by the first read).
-    assert first_read_from_samples([10.0] * 5 + [200.0] * 95, 30.0) == pytest.approx(228.5)
+    # 5 of 100 learned may stand for more than 5% of all generations (the rule is cautious).
+    assert first_read_from_samples([10.0] * 5 + [200.0] * 95, 30.0) is None
+    # 2 of 100 stay within 5% even counted cautiously.
+    assert first_read_from_samples([10.0] * 2 + [200.0] * 98, 30.0) == pytest.approx(228.5)
 
 
 def test_exploring_waits_read_on_the_fixed_schedule() -> None:
     times = CompletionTimes(explore_share=0.25, rng=random.Random(3))
     for _ in range(40):
+        times.observe(KEY, 100.0, 100.0)
+    answers = [times.first_read(KEY, 30.0) for _ in range(1000)]
+    exploring = [a for a in answers if not a.skips]
+    assert 150 < len(exploring) < 350
+    assert all(a.at_age == pytest.approx(128.5) and a.phase == 0 for a in answers if a.skips)
+    # An exploring wait reads first at a random phase within the interval after its normal first check.
+    phases = [a.phase for a in exploring]
+    assert all(0 <= phase < 30.0 for phase in phases)
+    assert min(phases) < 5 and max(phases) > 25
+
+
+def test_all_waits_explore_while_the_samples_allow_no_skip() -> None:
+    times = estimate()
+    for _ in range(MIN_SAMPLES):  # intervals of a whole poll interval: no skip allowed yet
         times.observe(KEY, 100.0, 130.0)
-    answers = [times.first_read_after(KEY, 30.0) for _ in range(1000)]
-    fixed = answers.count(None)
-    assert 150 < fixed < 350
-    assert all(a == pytest.approx(128.5) for a in answers if a is not None)
+    answers = [times.first_read(KEY, 30.0) for _ in range(200)]
+    assert all(not a.skips and 0 <= a.phase < 30.0 and a.learned_from == MIN_SAMPLES for a in answers)
+    assert len({a.phase for a in answers}) > 100
+
+
+def test_completions_count_as_spread_over_their_interval() -> None:
+    # 4 of 100 seen within [150, 250], 96 at 200: half of each interval lies below 200, and 2 of
+    # 100 faster allow a first read at 200 + 0.95 P ...
+    assert first_read_from_samples([(150.0, 250.0)] * 4 + [200.0] * 96, 30.0) == pytest.approx(228.5)
+    # ... where the same 4 known to take 150 s do not.
+    assert first_read_from_samples([150.0] * 4 + [200.0] * 96, 30.0) is None
 
 
 def test_explore_share_one_never_skips() -> None:
@@ -212,26 +237,39 @@ DISTRIBUTIONS: dict[str, Draw] = {
 }
 
 
-def _simulate(draw: Draw, poll: float, seed: str) -> tuple[float | None, list[float], list[float], int, int]:
-    """Learn from 256 waits on the fixed schedule (first read within 2 s, then every ``poll``), then
-    run 20,000 generations both ways: the first read, the lags fixed and adaptive, the reads of each."""
+def _first(plan: FirstRead, start: float) -> float:
+    """The age of a wait's first read: its normal first check (``start``) plus an exploring phase,
+    or the age the estimate skips to (never before the normal first check)."""
+    return start + plan.phase if plan.at_age is None else max(plan.at_age, start)
+
+
+def _simulate(
+    draw: Draw, poll: float, seed: str, *, learn: int = 512
+) -> tuple[float | None, list[float], list[float], int, int]:
+    """Learn online from ``learn`` waits (cold start on the fixed schedule: first read within 2 s, then
+    every ``poll``; then exploring or skipping as the estimate says), then run 20,000 generations both
+    ways (the same jitter for both): the median first read of the skipping waits, the lags fixed and
+    adaptive, the reads of each."""
     rng = random.Random(seed)
-    times = estimate()
-    for _ in range(256):
-        last, completed, _ = _reads(draw(rng), rng.uniform(0, 2), poll, rng)
-        times.observe(KEY, last, completed)
-    first = times.first_read_after(KEY, poll)
-    fixed_lags, adaptive_lags = [], []
+    times = CompletionTimes(rng=random.Random(f"{seed} estimate"))  # the default share of explorers
+    for _ in range(learn):
+        plan = times.first_read(KEY, poll)
+        last, completed, _ = _reads(draw(rng), _first(plan, rng.uniform(0, 2)), poll, rng)
+        times.observe(KEY, last, completed, skipped=plan.skips)
+    fixed_lags, adaptive_lags, skips = [], [], []
     fixed_reads = adaptive_reads = 0
     for _ in range(20000):
-        d, start = draw(rng), rng.uniform(0, 2)
-        _, seen, reads = _reads(d, start, poll, rng)
+        d, start, jitter = draw(rng), rng.uniform(0, 2), rng.random()
+        _, seen, reads = _reads(d, start, poll, random.Random(jitter))
         fixed_lags.append(seen - d)
         fixed_reads += reads
-        _, seen, reads = _reads(d, start if first is None else max(first, start), poll, rng)
+        plan = times.first_read(KEY, poll)
+        if plan.at_age is not None:
+            skips.append(plan.at_age)
+        _, seen, reads = _reads(d, _first(plan, start), poll, random.Random(jitter))
         adaptive_lags.append(seen - d)
         adaptive_reads += reads
-    return first, fixed_lags, adaptive_lags, fixed_reads, adaptive_reads
+    return (statistics.median(skips) if skips else None), fixed_lags, adaptive_lags, fixed_reads, adaptive_reads
 
 
 @pytest.mark.parametrize("poll", [30.0, 60.0])
@@ -244,10 +282,17 @@ def test_p95_lag_no_worse_than_fixed_polling(name: str, poll: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "first_after", "share"), [("lognormal 120/60", 50, 0.85), ("uniform 200..400", 150, 0.5)]
+    ("name", "poll", "first_after", "share"),
+    [
+        # At 30 s too: fixed reads all at the same ages (created + multiples of the interval) tell
+        # nothing below 30 s; the exploring waits' random phases do.
+        ("lognormal 120/60", 30.0, 35, 0.85),
+        ("lognormal 120/60", 60.0, 60, 0.8),
+        ("uniform 200..400", 60.0, 150, 0.5),
+    ],
 )
-def test_learned_floor_skips_reads(name: str, first_after: float, share: float) -> None:
-    first, _, _, fixed_reads, adaptive_reads = _simulate(DISTRIBUTIONS[name], 60.0, f"skips {name}")
+def test_learned_floor_skips_reads(name: str, poll: float, first_after: float, share: float) -> None:
+    first, _, _, fixed_reads, adaptive_reads = _simulate(DISTRIBUTIONS[name], poll, f"skips {name}", learn=2000)
     assert first is not None
     assert first > first_after
     assert adaptive_reads < share * fixed_reads
@@ -267,8 +312,9 @@ def test_a_skip_costs_the_fastest_at_most_the_skipped_span() -> None:
     times = estimate()
     rng = random.Random(11)
     for _ in range(256):
-        last, completed, _ = _reads(rng.uniform(295, 305), rng.uniform(0, 2), 30.0, rng)
-        times.observe(KEY, last, completed)
+        plan = times.first_read(KEY, 30.0)
+        last, completed, _ = _reads(rng.uniform(295, 305), _first(plan, rng.uniform(0, 2)), 30.0, rng)
+        times.observe(KEY, last, completed, skipped=plan.skips)
     first = times.first_read_after(KEY, 30.0)
     assert first is not None
     for _ in range(2000):
@@ -284,7 +330,7 @@ def test_a_skip_costs_the_fastest_at_most_the_skipped_span() -> None:
 def late_estimate() -> CompletionTimes:
     times = estimate()
     for age in range(1, 101):  # p99 = 99 s: late after 148.5 s
-        times.observe(KEY, float(age), float(age) + 30)
+        times.observe(KEY, float(age), float(age))
     return times
 
 
