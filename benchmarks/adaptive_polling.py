@@ -10,13 +10,16 @@ own time constants alike); figures are reported in API seconds.
 
 Modes, at each ``--poll`` interval:
 
-- ``fixed``: ``VideoGenerationTrigger`` on today's fixed schedule;
+- ``fixed``: ``VideoGenerationTrigger`` on the fixed schedule, after one check before deferring
+  (the create operators before they deferred a just-created generation without it);
+- ``fixed, no check``: the same without the check before deferring (as the create operators now
+  defer a generation they have just created);
 - ``rule, delayed start``: the schedule rule of ``completion_times`` on today's trigger: an estimate
   learned from a fixed run on ``--warm`` other generations (from the emulator's log: the last read
   before each completion and the first after) gives each wait its first read, and the wait's trigger
   starts then (a share of waits explores on the fixed schedule, as the estimate asks);
-- ``adaptive (warmed)``: the trigger with the completion-time estimate, after ``--warm`` generations
-  waited on first in the same process (not counted);
+- ``adaptive (warmed)``: the trigger with the completion-time estimate (no check before
+  deferring), after ``--warm`` generations waited on first in the same process (not counted);
 - ``adaptive (online)``: the same estimate, learning from the measured generations only;
 - ``HttpSensorTrigger``: the HTTP provider's trigger polling the same result URLs at the same
   interval (the emulator answers it 404 until the generation is done).
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import math
 import os
@@ -51,9 +53,13 @@ from typing import Any
 from trigger_capacity import API_KEY, admin, cpu_seconds, make_triggers, raise_fd_limit, start_emulator
 
 FAMILY, MODEL, DURATION, MODE = "videos", "videos", 5, "text"
-MODES = ("fixed", "delayed-start", "adaptive-warm", "adaptive-online", "http")
+MODES = ("fixed", "fixed-nocheck", "delayed-start", "adaptive-warm", "adaptive-online", "http")
+#: The modes that read once before deferring (today's operators); the others defer a just-created
+#: generation without that read, as the create operators now do.
+CHECKED = ("fixed", "delayed-start", "http")
 TITLES = {
     "fixed": "fixed",
+    "fixed-nocheck": "fixed, no check",
     "delayed-start": "rule, delayed start",
     "adaptive-warm": "adaptive (warmed)",
     "adaptive-online": "adaptive (online)",
@@ -63,9 +69,9 @@ TITLES = {
 
 def adaptive_available() -> bool:
     """Whether this build's trigger takes the completion-time estimate (a ``schedule_key``)."""
-    from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
+    from airflow_provider_vidgen import waiting
 
-    return "schedule_key" in inspect.signature(VideoGenerationTrigger.__init__).parameters
+    return "schedule_key" in getattr(waiting, "STATE_KEYS", ())
 
 
 def completion_times(n: int, median: float, p10: float, seed: int) -> list[float]:
@@ -80,10 +86,11 @@ def completion_times(n: int, median: float, p10: float, seed: int) -> list[float
 
 def scale_trigger_clock(scale: float) -> None:
     """Scale the trigger's own time constants with the rest of the run (its first-check window and wake-up grid)."""
+    from airflow_provider_vidgen import waiting
     from airflow_provider_vidgen.triggers import vidgen
 
     vidgen.TICK *= scale
-    vidgen.FIRST_CHECK_WITHIN *= scale
+    waiting.FIRST_CHECK_WITHIN *= scale
 
 
 def make_trigger(mode: str, generation_id: str, poll: float, base_url: str) -> Any:
@@ -95,8 +102,15 @@ def make_trigger(mode: str, generation_id: str, poll: float, base_url: str) -> A
     kwargs: dict[str, Any] = {}
     if mode.startswith("adaptive"):
         kwargs["schedule_key"] = schedule_key(FAMILY, MODEL, DURATION, MODE)
+    if mode in CHECKED:
+        kwargs["last_status"] = "queued"  # what the check before deferring saw
     return VideoGenerationTrigger(
-        generation_id, "vidgen_bench", poll, time.time() + 3600, last_status="queued", **kwargs
+        "vidgen_bench",
+        generation_id=generation_id,
+        poll_interval=poll,
+        timeout=3600.0,
+        started_at=time.time(),
+        **kwargs,
     )
 
 
@@ -293,7 +307,8 @@ def run_phase(
             raise RuntimeError(f"worker {mode} did not start:\n{(run_dir / 'worker.log').read_text()[-3000:]}")
         time.sleep(0.05)
     started = time.time()
-    ids = feed(worker, base_url, warm + n, args.per_second, not args.no_check)
+    checked = mode in CHECKED and not args.no_check
+    ids = feed(worker, base_url, warm + n, args.per_second, checked)
     worker.communicate(json.dumps(None) + "\n", timeout=bound + 60)
     log.close()
     if worker.returncode != 0:
@@ -315,7 +330,7 @@ def run_phase(
         "n": len(measured),
         "events": len(lags),
         "reads": statistics.mean(reads),
-        "check_reads": 0 if args.no_check else 1,
+        "check_reads": 1 if checked else 0,
         "p50": statistics.median(lags) if lags else math.nan,
         "p95": lags[math.ceil(0.95 * len(lags)) - 1] if lags else math.nan,
         "max": lags[-1] if lags else math.nan,
@@ -400,7 +415,7 @@ def main() -> None:
     parser.add_argument("--per-second", type=int, default=10, help="generations created per wall-clock second")
     parser.add_argument("--median", type=float, default=120.0, help="median completion time, API seconds")
     parser.add_argument("--p10", type=float, default=60.0, help="10th percentile completion time, API seconds")
-    parser.add_argument("--warm", type=int, default=256, help="generations waited on before a warmed run")
+    parser.add_argument("--warm", type=int, default=600, help="generations waited on before a warmed run")
     parser.add_argument("--seed", type=int, default=1, help="seed of the completion times (the same in every run)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="runs at each interval")
     parser.add_argument("--no-check", action="store_true", help="no check before deferring")

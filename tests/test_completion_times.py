@@ -178,7 +178,8 @@ def test_exploring_waits_read_on_the_fixed_schedule() -> None:
     # An exploring wait reads first at a random phase within the interval after its normal first check.
     phases = [a.phase for a in exploring]
     assert all(0 <= phase < 30.0 for phase in phases)
-    assert min(phases) < 5 and max(phases) > 25
+    assert min(phases) < 5
+    assert max(phases) > 25
 
 
 def test_all_waits_explore_while_the_samples_allow_no_skip() -> None:
