@@ -52,6 +52,9 @@ P95_OF_INTERVAL = 0.95
 TAIL_SHARE = 0.05
 #: Once a key's estimate allows a skip, this share of waits still explores (and is learned from).
 EXPLORE_SHARE = 0.1
+#: The first-read rule of a key is computed again after this many new completions (it costs some
+#: milliseconds: not once per completion on the triggerer's event loop).
+REFRESH_EVERY = 16
 #: A generation counts as late once it is older than this multiple of the key's 99th percentile.
 LATE_FACTOR = 1.5
 #: The quantile :data:`LATE_FACTOR` multiplies.
@@ -250,7 +253,8 @@ class CompletionTimes:
         self._lock = threading.Lock()
         self._samples: OrderedDict[str, deque[Sample]] = OrderedDict()
         self._sorted: dict[str, list[Sample]] = {}
-        self._rules: dict[tuple[str, float], float | None] = {}
+        self._rules: dict[tuple[str, float], tuple[int, float | None]] = {}  # (completions seen, rule)
+        self._seen: dict[str, int] = {}  # completions learned per key, ever
 
     def observe(
         self, key: str, last_unfinished: float | None, first_completed: float, *, skipped: bool = False
@@ -281,10 +285,12 @@ class CompletionTimes:
             else:
                 self._samples.move_to_end(key)
             samples.append((low, high))
-            self._forget(key)
+            self._seen[key] = self._seen.get(key, 0) + 1
+            self._sorted.pop(key, None)
 
     def _forget(self, key: str) -> None:
         self._sorted.pop(key, None)
+        self._seen.pop(key, None)
         for cached in [cached for cached in self._rules if cached[0] == key]:
             del self._rules[cached]
 
@@ -300,10 +306,11 @@ class CompletionTimes:
         return ordered
 
     def _rule(self, key: str, poll_interval: float) -> float | None:
-        cached = (key, poll_interval)
-        if cached not in self._rules:  # recomputed only after a new completion of the key
-            self._rules[cached] = first_read_from_samples(self._ordered(key), poll_interval)
-        return self._rules[cached]
+        cached, seen = (key, poll_interval), self._seen.get(key, 0)
+        entry = self._rules.get(cached)
+        if entry is None or seen - entry[0] >= REFRESH_EVERY:
+            entry = self._rules[cached] = (seen, first_read_from_samples(self._ordered(key), poll_interval))
+        return entry[1]
 
     def first_read(self, key: str, poll_interval: float) -> FirstRead:
         """When one wait on such a generation reads first (see the module's notes).
@@ -369,6 +376,7 @@ class CompletionTimes:
             self._samples.clear()
             self._sorted.clear()
             self._rules.clear()
+            self._seen.clear()
 
 
 #: The estimate of this process, shared by all its waits.
