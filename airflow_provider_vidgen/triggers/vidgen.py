@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 _RUNTIME_MODULES = (
     "airflow.providers.common.compat.sdk",
     "airflow_provider_vidgen.async_client",
+    "airflow_provider_vidgen.completion_times",
     "airflow_provider_vidgen.events",
     "airflow_provider_vidgen.protocol",
     "airflow_provider_vidgen.retry_policy",
