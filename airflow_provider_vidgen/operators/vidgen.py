@@ -60,7 +60,7 @@ XCOM_OUTPUT = "output"
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = timedelta(hours=1)
 #: Default of the create operators' ``adaptive_polling``.
-DEFAULT_ADAPTIVE_POLLING = True
+DEFAULT_ADAPTIVE_POLLING = False
 
 
 def generation_mode(request: Any) -> str:
