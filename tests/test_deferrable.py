@@ -80,13 +80,17 @@ def test_reconnected_generation_is_checked_before_deferring(context: dict[str, A
 @pytest.mark.parametrize(
     ("params", "key"),
     [
-        ({}, "videos/videos/5/text"),
+        ({"adaptive_polling": True}, "videos/videos/5/text"),
         (
-            {"image": "https://example.com/a.png", "last_frame_image": "https://example.com/b.png"},
+            {
+                "adaptive_polling": True,
+                "image": "https://example.com/a.png",
+                "last_frame_image": "https://example.com/b.png",
+            },
             "videos/videos/5/first-last-frame",
         ),
-        ({"reference_images": ["https://example.com/a.png"]}, "videos/videos/5/references"),
-        ({"adaptive_polling": False}, None),
+        ({"adaptive_polling": True, "reference_images": ["https://example.com/a.png"]}, "videos/videos/5/references"),
+        ({}, None),  # off by default: the fixed schedule
     ],
 )
 def test_operator_defers_with_the_schedule_key(
@@ -109,6 +113,7 @@ def test_starvideos_schedule_key_and_backoff_option(context: dict[str, Any], emu
         wait_for_completion=True,
         deferrable=True,
         poll_interval=0.05,
+        adaptive_polling=True,
         poll_backoff_when_late=True,
     )
     with pytest.raises(TaskDeferred) as info:
