@@ -37,6 +37,7 @@ from airflow_provider_vidgen.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from airflow_provider_vidgen.completion_times import FirstRead
     from airflow_provider_vidgen.models import GenerationResult
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
@@ -64,6 +65,7 @@ STATE_KEYS = (
     "created",
     "deferred_at",
     "schedule_key",
+    "backoff_when_late",
 )
 #: What a wait learns as it runs (the rest of the state are the task's options): a task that carries
 #: a wait over from an earlier process takes these from it and its options from itself.
@@ -87,18 +89,26 @@ class Log(Protocol):
 
 
 class Estimate(Protocol):
-    """What a wait may learn its first read from (adaptive scheduling); none: the fixed schedule.
+    """What a wait learns its schedule from (adaptive polling); none: the fixed schedule.
 
-    Keys are :attr:`GenerationWait.schedule_key` values (e.g. family, model, duration, mode).
+    Keys are :attr:`GenerationWait.schedule_key` values (family, model, duration, mode). The
+    process-wide one is :data:`airflow_provider_vidgen.completion_times.ESTIMATE`.
     """
 
-    def first_read_after(self, key: str, poll_interval: float) -> float | None:
-        """Seconds after the generation's start (its ``created``) to read it first; ``None``: no estimate."""
+    def first_read(self, key: str, poll_interval: float) -> FirstRead:
+        """When this wait reads first (see :class:`~airflow_provider_vidgen.completion_times.FirstRead`)."""
         ...
 
-    def observe(self, key: str, *, at_least: float | None, at_most: float) -> None:
-        """A generation of ``key`` completed after ``at_least`` seconds (its last read in progress;
-        ``None``: none was seen) and within ``at_most`` seconds (the read that saw it completed)."""
+    def observe(
+        self, key: str, last_unfinished: float | None, first_completed: float, *, skipped: bool = False
+    ) -> None:
+        """A generation of ``key`` completed after ``last_unfinished`` seconds since ``created`` (the
+        last read that saw it unfinished; ``None``: none did) and by ``first_completed`` (the read that
+        saw it completed); ``skipped``: the wait skipped reads on the estimate's advice."""
+        ...
+
+    def late_backoff_delay(self, key: str, elapsed: float, poll_interval: float, *, allowed: bool) -> float:
+        """The delay before the next read of a generation ``elapsed`` seconds old (>= ``poll_interval``)."""
         ...
 
 
@@ -132,7 +142,10 @@ class GenerationWait:
     :param polls: Reads so far (in any process).
     :param created: The generation's ``created`` (unix seconds), once a read reported it.
     :param deferred_at: Unix time the wait was last handed to a trigger (:meth:`hand_over`).
-    :param schedule_key: What kind of generation this is, for an ``estimate`` (``None``: none).
+    :param schedule_key: What kind of generation this is, for an ``estimate`` (``None``: the fixed
+        schedule, adaptive polling off).
+    :param backoff_when_late: Let the interval grow towards 60 s once the generation is far past the
+        time such generations take (needs an ``estimate`` that knows the ``schedule_key``).
     :param log: Where status changes and transient failures are logged.
     :param clock: This wait's clock, seconds (monotonic by default; the wall clock for a wait that is
         saved and resumed elsewhere).
@@ -163,6 +176,7 @@ class GenerationWait:
         created: float | None = None,
         deferred_at: float | None = None,
         schedule_key: str | None = None,
+        backoff_when_late: bool = False,
         log: Log | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -181,7 +195,8 @@ class GenerationWait:
         self.polls = _count("polls", polls) or 0
         self.created = None if created is None else float(created)
         self.deferred_at = None if deferred_at is None else float(deferred_at)
-        self.schedule_key = schedule_key
+        self.schedule_key = None if schedule_key is None else str(schedule_key)
+        self.backoff_when_late = bool(backoff_when_late)
         self.log: Log = log or logging.getLogger(__name__)
         self.clock = clock
         self.wall_clock = wall_clock
@@ -194,6 +209,7 @@ class GenerationWait:
         self._taken_over = resumed  # kept for the schedule: `resumed` is spent by the first status logged
         self._reads_here = 0
         self._last_in_progress: float | None = None
+        self._skipped = False  # the first read was put off on the estimate's advice
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -213,6 +229,7 @@ class GenerationWait:
             "created": self.created,
             "deferred_at": self.deferred_at,
             "schedule_key": self.schedule_key,
+            "backoff_when_late": self.backoff_when_late,
         }
 
     def hand_over(self) -> dict[str, Any]:
@@ -300,29 +317,64 @@ class GenerationWait:
 
         Before this process's first read: at once (``spread``: within :data:`FIRST_CHECK_WITHIN`, or a
         whole interval for a wait taken over long after its hand-over), or when the ``estimate`` says.
+        With an ``estimate`` and a ``schedule_key`` (adaptive polling) the first read may come later:
+        at the age the estimate says reads cannot succeed before, or (an exploring wait) a random
+        phase within one interval after the normal first check; the decision is logged once.
         After a read: ``poll_interval`` (``spread``: +/- :data:`JITTER`), or with ``exponential_backoff``
         the interval ``BaseSensorOperator`` would choose after as many reads (at least
-        :data:`MIN_BACKOFF`, doubling, jittered, capped at ``max_wait``).
+        :data:`MIN_BACKOFF`, doubling, jittered, capped at ``max_wait``); with ``backoff_when_late``,
+        longer (towards 60 s) once the generation is far past the expected time. Never shorter than
+        ``poll_interval`` (less its jitter) between reads.
         """
         if self._reads_here == 0:
             delay = self._first_delay()
         elif self.exponential_backoff:
             delay = self._backoff_interval()
-        elif self.spread:
-            delay = self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
         else:
-            delay = self.poll_interval
+            delay = self._interval()
+            if self.spread:
+                delay *= random.uniform(1 - JITTER, 1 + JITTER)
         return max(0.0, min(delay, self.remaining()))
 
-    def _first_delay(self) -> float:
-        if self.estimate is not None and self.schedule_key is not None:
-            after = self.estimate.first_read_after(self.schedule_key, self.poll_interval)
-            if after is not None:
-                return max(0.0, after - self.elapsed())
+    def _interval(self) -> float:
+        if self.backoff_when_late and self.estimate is not None and self.schedule_key is not None:
+            return self.estimate.late_backoff_delay(self.schedule_key, self.elapsed(), self.poll_interval, allowed=True)
+        return self.poll_interval
+
+    def _normal_first_delay(self) -> float:
         if not self.spread:
             return 0.0
         window = self.poll_interval if self._taken_over else min(FIRST_CHECK_WITHIN, self.poll_interval * 0.2)
         return random.uniform(0, window)
+
+    def _first_delay(self) -> float:
+        normal = self._normal_first_delay()
+        if self.estimate is None or self.schedule_key is None:
+            return normal
+        plan = self.estimate.first_read(self.schedule_key, self.poll_interval)
+        key, elapsed = self.schedule_key, self.elapsed()
+        if plan.at_age is not None and plan.at_age - elapsed > normal:
+            self._skipped = True
+            self.log.info(
+                "Generation %s: first read at +%.0fs (learned from %d completions of %s)",
+                self.generation_id,
+                plan.at_age,
+                plan.learned_from,
+                key,
+            )
+            return plan.at_age - elapsed
+        if plan.phase > 0:
+            self.log.info(
+                "Generation %s: first read at +%.0fs, a random phase that keeps the estimate current "
+                "(learned from %d completions of %s)",
+                self.generation_id,
+                elapsed + normal + plan.phase,
+                plan.learned_from,
+                key,
+            )
+            return normal + plan.phase
+        self.log.info("Generation %s: fixed schedule (no estimate yet for %s)", self.generation_id, key)
+        return normal
 
     def _backoff_interval(self) -> float:
         # BaseSensorOperator._get_next_poke_interval after `polls` pokes: [b, 2b) with
@@ -427,8 +479,9 @@ class GenerationWait:
         )
 
     def _observe_completion(self) -> None:
-        if self.estimate is not None and self.schedule_key is not None:
-            self.estimate.observe(self.schedule_key, at_least=self._last_in_progress, at_most=self.elapsed())
+        # A wait taken over from another process did not see the reads before: nothing to learn.
+        if self.estimate is not None and self.schedule_key is not None and not self._taken_over:
+            self.estimate.observe(self.schedule_key, self._last_in_progress, self.elapsed(), skipped=self._skipped)
 
     def _note_status(self, status: str) -> None:
         # Statuses only move forward: once this process has seen one, the next change is one it saw happen.
@@ -473,6 +526,9 @@ def wait_for_generation(
     log: Log | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    schedule_key: str | None = None,
+    backoff_when_late: bool = False,
+    estimate: Estimate | None = None,
 ) -> GenerationResult:
     """Poll ``get_result`` until the generation completes; return the completed result.
 
@@ -486,6 +542,10 @@ def wait_for_generation(
     :param log: Logger for status changes.
     :param sleep: Sleep function (injectable for tests).
     :param clock: Monotonic clock (injectable for tests).
+    :param schedule_key: The generation's kind (adaptive polling; ``None``: the fixed schedule).
+    :param backoff_when_late: See :class:`GenerationWait`.
+    :param estimate: Where the schedule is learned (default: this process's
+        :data:`~airflow_provider_vidgen.completion_times.ESTIMATE`, with a ``schedule_key``).
     :raises VidgenGenerationFailedError: the generation failed.
     :raises VidgenWaitTimeoutError: not finished within ``timeout``.
     """
@@ -496,6 +556,9 @@ def wait_for_generation(
         max_consecutive_failures=max_consecutive_failures,
         log=log,
         clock=clock,
+        schedule_key=schedule_key,
+        backoff_when_late=backoff_when_late,
+        estimate=estimate if estimate is not None or schedule_key is None else _process_estimate(),
     )
     while True:
         delay = wait.next_delay()
@@ -507,6 +570,25 @@ def wait_for_generation(
             return done
         if wait.remaining() <= 0:
             raise wait.timeout_error()
+
+
+def _process_estimate() -> Estimate:
+    from airflow_provider_vidgen.completion_times import ESTIMATE
+
+    return ESTIMATE
+
+
+def pushes_only_its_return_value(task: Any) -> bool:
+    """Whether a worker ending ``task`` pushes its result as a plain ``return_value`` that nothing maps
+    over: with ``do_xcom_push`` and without ``multiple_outputs`` (one XCom per key), and no mapped task
+    expanding over it (a worker's push also records the length to map over). Only then can the trigger
+    end the task with the same XComs."""
+    if not getattr(task, "do_xcom_push", True) or getattr(task, "multiple_outputs", False):
+        return False
+    try:
+        return next(task.iter_mapped_dependants(), None) is None
+    except Exception:  # not in a DAG: nothing expands over it
+        return True
 
 
 class _Deferring(Protocol):
@@ -521,6 +603,7 @@ def check_then_defer(
     vidgen_conn_id: str,
     method_name: str = "execute_complete",
     success_xcoms: str | None = None,
+    check: bool = True,
 ) -> GenerationResult:
     """Check once on the worker: return the result if already completed, else defer ``task`` to a
     :class:`~airflow_provider_vidgen.triggers.vidgen.VideoGenerationTrigger` that continues ``wait``.
@@ -535,11 +618,14 @@ def check_then_defer(
     :param method_name: The task's method the trigger resumes.
     :param success_xcoms: What the task pushes on success (``sensor`` or ``create``), so that a
         completed wait ends the task in the triggerer where Airflow supports it; ``None``: it resumes.
+    :param check: Read once before deferring. ``False`` for a generation this task has just created:
+        it cannot be finished yet, and the trigger reads it within its first-check window anyway.
     :raises VidgenError: the check found the generation ``failed``, or an error that ends a wait.
     """
-    done = wait.check(get_result, deadline=wait.monotonic_deadline())
-    if done is not None:
-        return done
+    if check:
+        done = wait.check(get_result, deadline=wait.monotonic_deadline())
+        if done is not None:
+            return done
     from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
     trigger = VideoGenerationTrigger.continuing(wait, vidgen_conn_id=vidgen_conn_id, success_xcoms=success_xcoms)

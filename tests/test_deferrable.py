@@ -50,14 +50,77 @@ def deferred_trigger(info: pytest.ExceptionInfo[TaskDeferred]) -> VideoGeneratio
 # -- operators -------------------------------------------------------------------------------------
 
 
-def test_operator_finishes_without_deferring_when_already_complete(
-    context: dict[str, Any], emulator_conn: Emulator
-) -> None:
+def test_just_created_generation_defers_without_a_read(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    # Created in this try: it cannot be finished yet, so the worker does not read it before deferring
+    # (even one the emulator finishes at once); the trigger reads it within its first-check window.
     emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
-    generation_id = operator().execute(context)
-    assert context["ti"].xcom["generation_id"] == generation_id
-    assert context["ti"].xcom["video_url"].startswith(emulator_conn.download_base_url)
+    with pytest.raises(TaskDeferred) as info:
+        operator().execute(context)
+    assert emulator_conn.requests_to("result") == []
+    assert run_trigger(deferred_trigger(info))["status"] == "completed"
     assert len(emulator_conn.requests_to("result")) == 1
+
+
+def test_reconnected_generation_is_checked_before_deferring(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    # An id an earlier try created (durable) may be finished already: read once, done without deferring.
+    from tests.test_durable import FakeStore, new_try
+
+    store = FakeStore()
+    emulator_conn.set_timeline(Timeline(queued_for=0, processing_for=0))
+    with pytest.raises(TaskDeferred):
+        operator().execute(new_try(store))  # the first try: created, deferred, then lost
+    assert emulator_conn.requests_to("result") == []
+    retry = new_try(store)
+    generation_id = operator().execute(retry)
+    assert retry["ti"].xcom["video_url"].startswith(emulator_conn.download_base_url)
+    assert len(emulator_conn.creates()) == 1
+    assert [r for r in emulator_conn.requests_to("result") if r.generation_id == generation_id]
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"adaptive_polling": True}, "videos/videos/5/text"),
+        (
+            {
+                "adaptive_polling": True,
+                "image": "https://example.com/a.png",
+                "last_frame_image": "https://example.com/b.png",
+            },
+            "videos/videos/5/first-last-frame",
+        ),
+        ({"adaptive_polling": True, "reference_images": ["https://example.com/a.png"]}, "videos/videos/5/references"),
+        ({}, None),  # off by default: the fixed schedule
+    ],
+)
+def test_operator_defers_with_the_schedule_key(
+    context: dict[str, Any], emulator_conn: Emulator, params: dict[str, Any], key: str | None
+) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=60))
+    with pytest.raises(TaskDeferred) as info:
+        operator(**params).execute(context)
+    _, kwargs = deferred_trigger(info).serialize()
+    assert kwargs["schedule_key"] == key
+    assert kwargs["backoff_when_late"] is False
+
+
+def test_starvideos_schedule_key_and_backoff_option(context: dict[str, Any], emulator_conn: Emulator) -> None:
+    emulator_conn.set_timeline(Timeline(queued_for=60))
+    task = StarVideosCreateOperator(
+        task_id="task",
+        prompt="p",
+        images=["https://example.com/a.png"],
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=0.05,
+        adaptive_polling=True,
+        poll_backoff_when_late=True,
+    )
+    with pytest.raises(TaskDeferred) as info:
+        task.execute(context)
+    _, kwargs = deferred_trigger(info).serialize()
+    assert kwargs["schedule_key"] == "starvideos/starvideos_v3/5/image"
+    assert kwargs["backoff_when_late"] is True
 
 
 def test_operator_pushes_id_then_defers_with_absolute_deadline(

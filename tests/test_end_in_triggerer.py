@@ -397,3 +397,15 @@ def test_a_task_a_mapped_task_expands_over_resumes_on_the_worker(
     (event,) = events_of(trigger)
     assert event.payload["status"] == "completed"
     assert pushed == {}
+
+
+@pytest.mark.parametrize("kwargs", [{"do_xcom_push": False}, {"multiple_outputs": True}], ids=str)
+def test_create_whose_worker_pushes_otherwise_resumes_on_the_worker(
+    emulator_conn: Emulator, context: dict[str, Any], kwargs: dict[str, Any]
+) -> None:
+    """Without ``do_xcom_push`` a worker pushes no ``return_value``; with ``multiple_outputs`` it fails on
+    the id (not a dict): the triggerer cannot do the same, so the task resumes on a worker."""
+    emulator_conn.set_timeline(Timeline(queued_for=0.1, processing_for=0.1))
+    with pytest.raises(TaskDeferred) as info:
+        create_op(**kwargs).execute(context)
+    assert info.value.trigger.serialize()[1]["success_xcoms"] is None

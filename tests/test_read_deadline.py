@@ -139,7 +139,7 @@ def test_sensor_poke_passes_its_timeout_as_the_reads_deadline(emulator_conn: Emu
 
 
 def test_operator_check_before_deferring_keeps_inside_the_timeout(
-    emulator_conn: Emulator, context: dict[str, Any]
+    emulator_conn: Emulator, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
@@ -155,16 +155,34 @@ def test_operator_check_before_deferring_keeps_inside_the_timeout(
         timeout=3,
         poll_interval=1,
     )
+    from tests.test_durable import FakeStore, new_try
+
+    # The check runs for a generation an earlier try created (one created in this try is not read
+    # before deferring): the first try creates and defers, the retry reconnects and checks.
+    store = FakeStore()
+    with pytest.raises(TaskDeferred):
+        operator.execute(new_try(store))
+    assert emulator_conn.requests_to("result") == []
+    context = new_try(store)
     slept: list[float] = []
     operator.hook._sleep = slept.append
-    emulator_conn.add_fault(Fault(kind="status", status=503, retry_after="600", endpoint="result", times=100))
+    from airflow_provider_vidgen.operators import vidgen
+
+    real_decide = vidgen.decide
+
+    def decide_then_fail_reads(*args: Any, **kwargs: Any) -> Any:  # the durable decision reads first
+        decision = real_decide(*args, **kwargs)
+        emulator_conn.add_fault(Fault(kind="status", status=503, retry_after="600", endpoint="result", times=100))
+        return decision
+
+    monkeypatch.setattr(vidgen, "decide", decide_then_fail_reads)
     before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context)
     assert deferred.value.trigger.end_time <= time.time() + 3  # the trigger gets what is left, not 3 s more
     assert deferred.value.trigger.end_time > before
     assert slept == []  # Retry-After 600 with at most 3 s of timeout: the check gives up and defers at once
-    assert len(emulator_conn.requests_to("result")) == 1
+    assert len(emulator_conn.requests_to("result")) == 2  # the durable decision's read, then the check
 
 
 def test_rescheduled_poke_counts_the_timeout_from_the_first_poke(

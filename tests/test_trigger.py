@@ -80,6 +80,7 @@ def test_serialize_round_trip_primitives_only(emulator_conn: Emulator) -> None:
         "created",
         "deferred_at",
         "schedule_key",
+        "backoff_when_late",
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from airflow_provider_vidgen.completion_times import FirstRead
 from airflow_provider_vidgen.exceptions import (
     VidgenAuthError,
     VidgenGenerationFailedError,
@@ -289,29 +290,126 @@ def test_without_exponential_backoff_the_interval_is_fixed() -> None:
     assert wait.next_delay() == 30
 
 
-def test_an_estimate_schedules_the_first_read() -> None:
-    class Estimate:
-        def __init__(self) -> None:
-            self.observed: list[tuple[str, float | None, float]] = []
+class FakeEstimate:
+    """An estimate that answers ``plan`` for the key ``videos/5s`` and records what it is told."""
 
-        def first_read_after(self, key: str, poll_interval: float) -> float | None:
-            return 90.0 if key == "videos/5s" else None
+    def __init__(self, plan: FirstRead, late_delay: float | None = None) -> None:
+        self.plan = plan
+        self.late_delay = late_delay
+        self.observed: list[tuple[str, float | None, float, bool]] = []
 
-        def observe(self, key: str, *, at_least: float | None, at_most: float) -> None:
-            self.observed.append((key, at_least, at_most))
+    def first_read(self, key: str, poll_interval: float) -> FirstRead:
+        return self.plan if key == "videos/5s" else FirstRead()
 
-    clock = FakeClock()
-    estimate = Estimate()
-    wait = GenerationWait(
-        "g1", poll_interval=30, timeout=3600, schedule_key="videos/5s", estimate=estimate, clock=clock, wall_clock=clock
+    def observe(
+        self, key: str, last_unfinished: float | None, first_completed: float, *, skipped: bool = False
+    ) -> None:
+        self.observed.append((key, last_unfinished, first_completed, skipped))
+
+    def late_backoff_delay(self, key: str, elapsed: float, poll_interval: float, *, allowed: bool) -> float:
+        return self.late_delay if allowed and self.late_delay is not None else poll_interval
+
+
+def adaptive_wait(estimate: FakeEstimate, clock: FakeClock, **kwargs: object) -> GenerationWait:
+    return GenerationWait(
+        "g1",
+        poll_interval=30,
+        timeout=3600,
+        schedule_key="videos/5s",
+        estimate=estimate,
+        clock=clock,
+        wall_clock=clock,
+        **kwargs,  # type: ignore[arg-type]
     )
-    assert wait.next_delay() == 90
+
+
+def test_an_estimate_schedules_the_first_read(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    estimate = FakeEstimate(FirstRead(at_age=90.0, learned_from=40))
+    wait = adaptive_wait(estimate, clock)
+    with caplog.at_level(logging.INFO):
+        assert wait.next_delay() == 90
+    assert "first read at +90s (learned from 40 completions of videos/5s)" in caplog.text
     assert GenerationWait("g1", poll_interval=30, timeout=3600, estimate=estimate).next_delay() == 0  # no key
     clock.now = 90
     wait.on_result(result("processing"))
+    assert wait.next_delay() == 30  # then every poll_interval
     clock.now = 120
     wait.on_result(DONE)
-    assert estimate.observed == [("videos/5s", 90.0, 120.0)]
+    assert estimate.observed == [("videos/5s", 90.0, 120.0, True)]  # skipped: not to be learned
+
+
+def test_an_exploring_wait_reads_at_a_random_phase_and_is_learned(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    estimate = FakeEstimate(FirstRead(phase=12.0, learned_from=25))
+    wait = adaptive_wait(estimate, clock)
+    with caplog.at_level(logging.INFO):
+        assert wait.next_delay() == 12
+    assert "first read at +12s, a random phase" in caplog.text
+    clock.now = 12
+    wait.on_result(result("processing"))
+    clock.now = 42
+    wait.on_result(DONE)
+    assert estimate.observed == [("videos/5s", 12.0, 42.0, False)]
+
+
+def test_cold_start_is_the_fixed_schedule_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    estimate = FakeEstimate(FirstRead(learned_from=3))
+    wait = adaptive_wait(estimate, clock)
+    with caplog.at_level(logging.INFO):
+        assert wait.next_delay() == 0
+        wait.on_result(result("processing"))
+        assert wait.next_delay() == 30
+    assert caplog.text.count("fixed schedule (no estimate yet for videos/5s)") == 1  # once per wait
+
+
+def test_a_wait_taken_over_from_another_process_is_not_learned() -> None:
+    clock = FakeClock()
+    estimate = FakeEstimate(FirstRead())
+    wait = adaptive_wait(estimate, clock, resumed=True)
+    wait.on_result(result("processing"))
+    wait.on_result(DONE)
+    assert estimate.observed == []
+
+
+def test_late_backoff_only_when_the_dag_author_allows_it() -> None:
+    clock = FakeClock()
+    allowed = adaptive_wait(FakeEstimate(FirstRead(), late_delay=55.0), clock, backoff_when_late=True)
+    allowed.on_result(result("processing"))
+    assert allowed.next_delay() == 55
+    default = adaptive_wait(FakeEstimate(FirstRead(), late_delay=55.0), clock)
+    default.on_result(result("processing"))
+    assert default.next_delay() == 30
+
+
+def test_the_schedule_options_are_part_of_the_state() -> None:
+    wait = GenerationWait("g1", poll_interval=30, timeout=60, schedule_key="videos/5s", backoff_when_late=True)
+    state = wait.to_state()
+    assert state["schedule_key"] == "videos/5s"
+    assert state["backoff_when_late"] is True
+    again = GenerationWait.from_state(state)
+    assert again.schedule_key == "videos/5s"
+    assert again.backoff_when_late is True
+
+
+def test_sync_wait_uses_the_process_estimate_with_a_key() -> None:
+    from airflow_provider_vidgen.completion_times import ESTIMATE
+
+    ESTIMATE.clear()
+    clock = FakeClock()
+    reads = iter([result("processing"), DONE])
+    wait_for_generation(
+        lambda _id: next(reads),
+        "g1",
+        poll_interval=30,
+        timeout=600,
+        sleep=clock.sleep,
+        clock=clock,
+        schedule_key="videos/5s/sync-test",
+    )
+    assert len(ESTIMATE.samples("videos/5s/sync-test")) == 1
+    ESTIMATE.clear()
 
 
 # -- which errors end a wait: one definition ---------------------------------------------------------

@@ -45,6 +45,7 @@ from airflow_provider_vidgen.waiting import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     GenerationWait,
     check_then_defer,
+    pushes_only_its_return_value,
     wait_for_generation,
 )
 
@@ -59,6 +60,20 @@ XCOM_OUTPUT = "output"
 
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = timedelta(hours=1)
+#: Default of the create operators' ``adaptive_polling``.
+DEFAULT_ADAPTIVE_POLLING = False
+
+
+def generation_mode(request: Any) -> str:
+    """What a create request generates from: ``text``, ``image``, ``first-last-frame`` or ``references``."""
+    if getattr(request, "reference_images", None) or getattr(request, "reference_videos", None):
+        return "references"
+    images = list(getattr(request, "images", None) or [])[:2]
+    if getattr(request, "image", None):
+        images.insert(0, request.image)
+    if getattr(request, "last_frame_image", None):
+        images.append(request.last_frame_image)
+    return ("text", "image")[len(images)] if len(images) < 2 else "first-last-frame"
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -135,6 +150,8 @@ _CREATE_OPTION_RULES: OptionRules = {
     "retry_on_unknown_create_outcome": ("True or False", _is_bool),
     "output_path": ("None, a URI, a local path or an ObjectStoragePath", _is_optional_destination),
     "if_output_exists": (f"one of {', '.join(IF_EXISTS)}", _is_if_exists),
+    "adaptive_polling": ("True or False", _is_bool),
+    "poll_backoff_when_late": ("True or False", _is_bool),
 }
 _DOWNLOAD_OPTION_RULES: OptionRules = {
     "generation_id": ("a non-empty generation id (str, no control characters)", _is_generation_id),
@@ -239,6 +256,12 @@ class _VidgenCreateOperator(BaseOperator):
         implies waiting for completion; the manifest is pushed as XCom ``output``. Templated.
     :param if_output_exists: When ``output_path`` exists as the task starts: ``skip`` (create nothing,
         bill nothing, push the existing object's manifest), ``overwrite`` or ``fail``.
+    :param adaptive_polling: Put off the first status read until generations of this kind (family,
+        model, duration, mode) can be finished, as learned from the completions this process (the
+        triggerer, when deferrable) has seen; then read every ``poll_interval`` as before. Without an
+        estimate yet: the fixed schedule. See the README's "Adaptive polling".
+    :param poll_backoff_when_late: Let the interval between reads grow towards 60 s once the
+        generation is far past the time generations of its kind take (needs ``adaptive_polling``).
     """
 
     family: ClassVar[Family]
@@ -259,6 +282,8 @@ class _VidgenCreateOperator(BaseOperator):
         retry_on_unknown_create_outcome: bool = False,
         output_path: Any = None,
         if_output_exists: str = "skip",
+        adaptive_polling: bool = DEFAULT_ADAPTIVE_POLLING,
+        poll_backoff_when_late: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -273,6 +298,8 @@ class _VidgenCreateOperator(BaseOperator):
             "retry_on_unknown_create_outcome": retry_on_unknown_create_outcome,
             "output_path": output_path,
             "if_output_exists": if_output_exists,
+            "adaptive_polling": adaptive_polling,
+            "poll_backoff_when_late": poll_backoff_when_late,
         }
         _check_options(options, _CREATE_OPTION_RULES, _templated_names(options, self.template_fields))
         self.durable = durable
@@ -285,6 +312,8 @@ class _VidgenCreateOperator(BaseOperator):
         self.timeout = _seconds(timeout)
         self.max_consecutive_failures = max_consecutive_failures
         self.deferrable = deferrable
+        self.adaptive_polling = adaptive_polling
+        self.poll_backoff_when_late = poll_backoff_when_late
 
     def _validate_options(self, *, rendered: bool) -> None:
         """Check every operator option: when built (a DAG import error) and after rendering, before the create.
@@ -363,7 +392,14 @@ class _VidgenCreateOperator(BaseOperator):
         self._validate_options(rendered=True)
         request = self.build_request()
         output = as_storage_path(self.output_path) if self.output_path else None
+        self._schedule_key = self._schedule_key_of(request) if self.adaptive_polling else None
         return request, output
+
+    def _schedule_key_of(self, request: CreateRequest) -> str:
+        """The kind of generation the wait learns its schedule under: family, model, duration, mode."""
+        from airflow_provider_vidgen.completion_times import schedule_key
+
+        return schedule_key(self.family.key, request.model, self.family.seconds(request), generation_mode(request))
 
     def _existing_output(self, output: Any) -> dict[str, Any] | None:
         """The manifest of an ``output`` to keep (``if_output_exists='skip'``), else ``None``.
@@ -415,7 +451,8 @@ class _VidgenCreateOperator(BaseOperator):
         if decision.action == "reuse" and decision.result is not None:
             return decision.result
         if self.deferrable:
-            return self._check_then_defer(generation_id)
+            # Just created in this try: it cannot be finished yet, so no read before deferring.
+            return self._check_then_defer(generation_id, check=decision.action != "create")
         return wait_for_generation(
             self.hook.get_result,
             generation_id,
@@ -423,6 +460,8 @@ class _VidgenCreateOperator(BaseOperator):
             timeout=self.timeout,
             max_consecutive_failures=self.max_consecutive_failures,
             log=self.log,
+            schedule_key=getattr(self, "_schedule_key", None),
+            backoff_when_late=self.poll_backoff_when_late,
         )
 
     def _state_store(self, context: Context) -> Any:
@@ -501,8 +540,8 @@ class _VidgenCreateOperator(BaseOperator):
         except Exception as err:  # the marker stays: a retry fails as "outcome unknown" rather than paying twice
             self.log.warning("Could not clear the in-flight create marker in the task_state_store: %s", err)
 
-    def _check_then_defer(self, generation_id: str) -> GenerationResult:
-        """Check once: return the result if already completed, else defer to the trigger."""
+    def _check_then_defer(self, generation_id: str, *, check: bool = True) -> GenerationResult:
+        """Check once (unless ``check`` is off): return the result if already completed, else defer to the trigger."""
         wait = GenerationWait(
             generation_id,
             poll_interval=self.poll_interval,
@@ -510,15 +549,19 @@ class _VidgenCreateOperator(BaseOperator):
             max_consecutive_failures=self.max_consecutive_failures,
             log=self.log,
             clock=time.time,  # its state goes to the trigger: on the wall clock
+            schedule_key=getattr(self, "_schedule_key", None),
+            backoff_when_late=self.poll_backoff_when_late,
         )
-        # Success ends the task in the triggerer with the XComs of _push_result where Airflow supports it;
-        # saving a video (blocking I/O) resumes on a worker.
+        # Success ends the task in the triggerer with the XComs of _push_result where Airflow supports it
+        # and a worker would push just those; saving a video (blocking I/O) resumes on a worker.
+        ends_here = self.output_path is None and pushes_only_its_return_value(self)
         return check_then_defer(
             self,
             wait,
             self.hook.get_result,
             vidgen_conn_id=self.vidgen_conn_id,
-            success_xcoms=None if self.output_path else "create",
+            success_xcoms="create" if ends_here else None,
+            check=check,
         )
 
     def execute_complete(self, context: Context, event: Any = None) -> str:

@@ -29,6 +29,7 @@ from airflow_provider_vidgen.waiting import (
     GenerationWait,
     check_then_defer,
     observed,
+    pushes_only_its_return_value,
 )
 
 #: task_state_store key of a rescheduled sensor's wait (Airflow >= 3.3): ``GenerationWait.to_state()``
@@ -175,7 +176,7 @@ class VideoGenerationSensor(BaseSensorOperator):
         no worker process at all. Only where the triggerer can render the templates."""
         from airflow_provider_vidgen.triggers.vidgen import TRIGGER_TIMEOUT_GRACE, VideoGenerationTrigger
 
-        if not self.deferrable or not self._xcom_is_return_value():
+        if not self.deferrable or not pushes_only_its_return_value(self):
             return  # (a mapped task expanding over this one comes later: checked when it defers)
         if self.execution_timeout is not None and (
             self.execution_timeout.total_seconds() < float(self.timeout) + TRIGGER_TIMEOUT_GRACE
@@ -203,23 +204,11 @@ class VideoGenerationSensor(BaseSensorOperator):
             self.start_from_trigger = True
             self.start_trigger_args = args
 
-    def _xcom_is_return_value(self) -> bool:
-        """Whether a worker pushes the sensor's result as its ``return_value``, and nothing else: not
-        without ``do_xcom_push``, nor with ``multiple_outputs`` (one XCom per key)."""
-        return bool(self.do_xcom_push) and not self.multiple_outputs
-
     def _success_xcoms(self) -> str | None:
         """``sensor`` where the trigger pushes what a worker would on success (the ``return_value``),
         so the wait may end in the triggerer; ``None`` (it resumes on a worker) where a worker pushes
-        otherwise (:meth:`_xcom_is_return_value`) or a mapped task expands over this sensor (a
-        worker's push records the length to map over)."""
-        if not self._xcom_is_return_value():
-            return None
-        try:
-            mapped_dependant = next(self.iter_mapped_dependants(), None)
-        except Exception:  # not in a DAG: nothing expands over it
-            mapped_dependant = None
-        return None if mapped_dependant is not None else "sensor"
+        otherwise (see :func:`~airflow_provider_vidgen.waiting.pushes_only_its_return_value`)."""
+        return "sensor" if pushes_only_its_return_value(self) else None
 
     def _enter(self) -> str:
         """Normalise the (rendered) generation id once, where it enters; every later use reads it."""

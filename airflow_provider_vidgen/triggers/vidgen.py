@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 _RUNTIME_MODULES = (
     "airflow.providers.common.compat.sdk",
     "airflow_provider_vidgen.async_client",
+    "airflow_provider_vidgen.completion_times",
     "airflow_provider_vidgen.events",
     "airflow_provider_vidgen.protocol",
     "airflow_provider_vidgen.retry_policy",
@@ -308,9 +309,10 @@ class VideoGenerationTrigger(BaseTrigger):
     def load_wait(self) -> GenerationWait:
         """The wait these kwargs hold, in this process. It imports the wait (and the models): call it
         off the triggerer's import of this module, as :meth:`run` does after :func:`_load_runtime`."""
+        from airflow_provider_vidgen.completion_times import ESTIMATE  # shared by this process's triggers
         from airflow_provider_vidgen.waiting import GenerationWait
 
-        return GenerationWait.from_state(self.wait_state, log=self.log, spread=True)
+        return GenerationWait.from_state(self.wait_state, log=self.log, spread=True, estimate=ESTIMATE)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until terminal; yield one event."""
