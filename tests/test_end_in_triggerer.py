@@ -119,6 +119,7 @@ def test_deferrable_sensor_starts_in_the_triggerer_with_primitive_kwargs(emulato
         "timeout": 600.0,
         "max_consecutive_failures": 3,
         "exponential_backoff": False,
+        "backoff_when_late": False,
         "consecutive_failures": 0,
         "polls": 0,
     }
