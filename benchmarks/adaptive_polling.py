@@ -50,7 +50,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trigger_capacity import API_KEY, admin, cpu_seconds, make_triggers, raise_fd_limit, start_emulator
+from trigger_capacity import API_KEY, admin, cpu_seconds, raise_fd_limit, set_connections, start_emulator
+from trigger_capacity import make_trigger as capacity_trigger
 
 FAMILY, MODEL, DURATION, MODE = "videos", "videos", 5, "text"
 MODES = ("fixed", "fixed-nocheck", "delayed-start", "adaptive-warm", "adaptive-online", "http")
@@ -95,7 +96,8 @@ def scale_trigger_clock(scale: float) -> None:
 
 def make_trigger(mode: str, generation_id: str, poll: float, base_url: str) -> Any:
     if mode == "http":
-        return make_triggers("http", [generation_id], poll, base_url)[0]
+        set_connections(base_url)
+        return capacity_trigger("http", generation_id, poll)
     from airflow_provider_vidgen.completion_times import schedule_key
     from airflow_provider_vidgen.triggers.vidgen import VideoGenerationTrigger
 
