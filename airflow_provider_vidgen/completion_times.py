@@ -62,6 +62,11 @@ LATE_QUANTILE = 0.99
 #: The longest delay between reads of a late generation (the API advises reads every 30 to 60 s).
 LATE_MAX_DELAY = 60.0
 
+#: Completions said to take longer than this (seconds) are not learned: such an age comes from a
+#: ``created`` far in the past or a clock far off, and one such sample would skew the estimate and
+#: make computing it cost time and memory in proportion to the age.
+MAX_AGE = 6 * 3600.0
+
 UNKNOWN = "?"
 
 
@@ -101,6 +106,7 @@ class _Spread:
     """
 
     def __init__(self, samples: list[Sample], width: float) -> None:
+        samples = [(low, high) for low, high in samples if high <= MAX_AGE]  # bounds the bins too
         self.points = sorted(low for low, high in samples if high <= low)
         self.width = width
         intervals = [(low, high) for low, high in samples if high > low]
@@ -273,7 +279,7 @@ class CompletionTimes:
         high = max(0.0, float(first_completed))
         low = 0.0 if last_unfinished is None else float(last_unfinished)
         low = max(0.0, min(low, high))  # clocks may disagree: never past the completed read
-        if not (math.isfinite(low) and math.isfinite(high)):
+        if not (math.isfinite(low) and math.isfinite(high)) or high > MAX_AGE:
             return
         with self._lock:
             samples = self._samples.get(key)
@@ -302,7 +308,10 @@ class CompletionTimes:
     def _ordered(self, key: str) -> list[Sample]:
         ordered = self._sorted.get(key)
         if ordered is None:
-            ordered = self._sorted[key] = sorted(self._samples.get(key, ()))
+            samples = self._samples.get(key)
+            if samples is None:  # nothing learned: nothing kept for it either
+                return []
+            ordered = self._sorted[key] = sorted(samples)
         return ordered
 
     def _rule(self, key: str, poll_interval: float) -> float | None:

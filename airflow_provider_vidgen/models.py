@@ -7,6 +7,7 @@ wire names (``lastFrameImage``, ``referenceImages``, ``referenceVideos``) and om
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
@@ -344,8 +345,18 @@ def _text_id(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+#: ``created`` beyond this is no unix time (the year 36812): a malformed answer, not a number to compute with.
+_MAX_UNIX_SECONDS = 2**40
+
+
 def _unix_seconds(value: Any) -> Any:
-    return int(value) if isinstance(value, float) else value
+    if isinstance(value, float):
+        if not math.isfinite(value):  # int() would raise OverflowError, which pydantic does not wrap
+            raise ValueError(f"created must be a finite number of unix seconds, got {value!r}")
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not -_MAX_UNIX_SECONDS < value < _MAX_UNIX_SECONDS:
+        raise ValueError("created is out of the range of unix times")
+    return value
 
 
 def _error_text(value: Any) -> Any:

@@ -361,3 +361,27 @@ def test_late_backoff_never_below_the_interval_nor_above_a_longer_one() -> None:
     times = late_estimate()
     assert times.late_backoff_delay(KEY, 10_000.0, 90.0, allowed=True) == 90.0
     assert times.late_backoff_delay(KEY, 10_000.0, 5.0, allowed=True, max_delay=20.0) == 20.0
+
+
+def test_an_age_no_generation_takes_is_not_learned() -> None:
+    """A ``created`` of 0 (or a clock far off) gives an age of decades: not learned, so it can neither
+    skew the estimate nor make computing it cost time and memory in proportion to the age."""
+    times = estimate()
+    times.observe(KEY, 1.7e9, 1.7e9 + 30)
+    times.observe(KEY, None, 7 * 3600)
+    assert times.samples(KEY) == []
+    rng = random.Random(3)
+    for _ in range(MIN_SAMPLES + 5):
+        age = rng.lognormvariate(MU, SIGMA)
+        times.observe(KEY, age - 10, age + 20)
+    assert len(times.samples(KEY)) == MIN_SAMPLES + 5
+    poisoned = [*times.samples(KEY), (1.7e9, 1.7e9 + 30)]  # given to the rule directly: ignored there too
+    assert first_read_from_samples(poisoned, 30.0) == first_read_from_samples(times.samples(KEY), 30.0)
+
+
+def test_asking_about_keys_never_learned_keeps_nothing() -> None:
+    times = estimate(max_keys=4)
+    for i in range(1000):
+        times.late_after(f"videos/videos/{i}/text")
+        times.samples(f"starvideos/x/{i}/text")
+    assert times._sorted == {}

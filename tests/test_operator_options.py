@@ -302,3 +302,12 @@ def test_the_shared_options_are_documented_once_on_the_base_and_each_operator_do
         assert all(f":param {name}:" in doc for name in operator.request_fields)
         assert not any(f":param {name}:" in doc for name in _CREATE_OPTION_RULES)
         assert ":class:`_VidgenCreateOperator`" in doc
+
+
+def test_backoff_when_late_needs_adaptive_polling() -> None:
+    """``poll_backoff_when_late`` acts on what adaptive polling learns: alone it would do nothing."""
+    with pytest.raises(VidgenValidationError, match="poll_backoff_when_late: needs adaptive_polling=True"):
+        videos(poll_backoff_when_late=True)
+    with pytest.raises(VidgenValidationError, match="poll_backoff_when_late: needs adaptive_polling=True"):
+        VideosCreateOperator.partial(task_id="t", poll_backoff_when_late=True)
+    assert videos(poll_backoff_when_late=True, adaptive_polling=True).poll_backoff_when_late is True

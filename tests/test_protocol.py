@@ -177,3 +177,13 @@ def test_a_created_id_sent_as_a_number_is_kept_as_text() -> None:
     assert protocol.parse_starvideos_create(200, json.dumps({"id": 42, "status": "queued"}), "k") == "42"
     with pytest.raises(VidgenMalformedResponseError):
         protocol.parse_starvideos_create(200, json.dumps({"id": True, "status": "queued"}), "k")
+
+
+@pytest.mark.parametrize(
+    "created", ["Infinity", "1e400", "-Infinity", "9" * 400], ids=["inf", "1e400", "-inf", "400 digits"]
+)
+def test_a_created_that_is_no_unix_time_is_a_malformed_answer(created: str) -> None:
+    # Not an OverflowError escaping the parser: the same transient "malformed" as any other bad answer.
+    body = '{"id": "p", "status": "processing", "created": ' + created + "}"
+    with pytest.raises(VidgenTransientError):
+        protocol.parse_result(200, body, "p", None)

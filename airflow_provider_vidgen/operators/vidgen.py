@@ -190,6 +190,21 @@ def _check_one_file_per_mapped_task(values: Mapping[str, Any], name: str, templa
     )
 
 
+def _check_backoff_needs_adaptive(values: Mapping[str, Any]) -> None:
+    """``poll_backoff_when_late`` acts on the learned completion times, which only ``adaptive_polling`` uses.
+
+    :raises VidgenValidationError: ``poll_backoff_when_late=True`` without ``adaptive_polling=True``.
+    """
+    if (
+        values.get("poll_backoff_when_late") is True
+        and values.get("adaptive_polling", DEFAULT_ADAPTIVE_POLLING) is not True
+    ):
+        raise VidgenValidationError(
+            "Invalid operator options: poll_backoff_when_late: needs adaptive_polling=True (it backs off once "
+            "a generation is far past the completion times adaptive polling learns)"
+        )
+
+
 def _templated_names(values: Mapping[str, Any], template_fields: Collection[str]) -> set[str]:
     return {name for name in template_fields if name in values and _is_templated(values[name])}
 
@@ -302,6 +317,7 @@ class _VidgenCreateOperator(BaseOperator):
             "poll_backoff_when_late": poll_backoff_when_late,
         }
         _check_options(options, _CREATE_OPTION_RULES, _templated_names(options, self.template_fields))
+        _check_backoff_needs_adaptive(options)
         self.durable = durable
         self.retry_on_unknown_create_outcome = retry_on_unknown_create_outcome
         self.output_path = output_path
@@ -337,6 +353,7 @@ class _VidgenCreateOperator(BaseOperator):
         values = {**(default_args if isinstance(default_args, dict) else {}), **kwargs}
         templated = _templated_names(values, cls.template_fields)
         _check_options(values, _CREATE_OPTION_RULES, templated)
+        _check_backoff_needs_adaptive(values)
         _check_one_file_per_mapped_task(values, "output_path", templated)
         params = {name: values[name] for name in cls.request_fields if name in values}
         unknown = (set(cls.request_fields) - set(params)) | _templated_names(params, cls.template_fields)
