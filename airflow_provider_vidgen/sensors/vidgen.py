@@ -71,7 +71,7 @@ def _triggerer_answers(request: str) -> bool:
     import typing
 
     try:
-        from airflow.jobs.triggerer_job_runner import ToTriggerSupervisor
+        from airflow.jobs.triggerer_job_runner import ToTriggerSupervisor  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return False
     union = typing.get_args(ToTriggerSupervisor)[0]
