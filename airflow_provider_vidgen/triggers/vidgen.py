@@ -413,7 +413,7 @@ class VideoGenerationTrigger(BaseTrigger):
         attempt = 0  # failed reads within the current poll: retried like the hook retries them
         async with shared_session() as session:
             while True:
-                remaining = self.end_time - time.time()
+                remaining = tracker.remaining()  # the wait runs on the wall clock here
                 if remaining <= 0:
                     return make_event(
                         "timeout",
@@ -423,7 +423,7 @@ class VideoGenerationTrigger(BaseTrigger):
                     )
                 await _sleep_on_tick(delay, remaining)
                 try:
-                    result = await reader.read(session, self.end_time)
+                    result = await reader.read(session, tracker.end_time)
                 except VidgenError as err:
                     attempt += 1
                     retry_in = policy.next_delay(attempt, err)  # backoff (and Retry-After) within the poll
